@@ -1,0 +1,26 @@
+"""camkit: class activation maps for PyTorch on one fast, torch-native engine.
+
+Example:
+    >>> import camkit
+    >>> "gradcam" in camkit.list_methods()
+    True
+"""
+
+from camkit import methods as methods
+from camkit.extractor import CAMExtractor as CAMExtractor
+from camkit.registry import get_method as get_method
+from camkit.registry import list_methods as list_methods
+from camkit.targets import ClassProbabilityTarget as ClassProbabilityTarget
+from camkit.targets import ClassTarget as ClassTarget
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CAMExtractor",
+    "ClassProbabilityTarget",
+    "ClassTarget",
+    "__version__",
+    "get_method",
+    "list_methods",
+    "methods",
+]

@@ -1,0 +1,440 @@
+"""The engine: hooks, captured state, gradients, model-state restore and layer resolution.
+
+It is the only part of camkit that registers hooks. It knows no method by name.
+
+* :class:`Capture` hooks the target layers, keeps each layer's output (and, on request, the
+  model input), and computes ``dY/dA`` with :func:`torch.autograd.grad` — never ``.backward()``,
+  so no parameter's ``.grad`` is touched and the backward stops at the target layers.
+* The forward hook hands the rest of the network a *copy* of the layer output, so an in-place op
+  after the layer (``ReLU(inplace=True)``) cannot change what was captured or its gradient.
+* :func:`preserved_state` restores train/eval flags and ``requires_grad`` on exit, exceptions
+  included; :func:`paused` makes every camkit hook ignore forwards run inside it (dummy forwards,
+  perturbation forwards), so two extractors on one model never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+__all__ = [
+    "Capture",
+    "LayerSpec",
+    "ModelProbe",
+    "candidate_layers",
+    "eval_mode",
+    "paused",
+    "preserved_state",
+    "resolve_layers",
+]
+
+logger = logging.getLogger("camkit")
+
+LayerSpec = nn.Module | str | Sequence[nn.Module | str] | None
+
+# Which camkit hooks may record: None = all of them; _NOBODY = none; a Capture = only that one.
+_GATE: ContextVar[object | None] = ContextVar("camkit_gate", default=None)
+_NOBODY = object()
+
+NO_GRAD_HINT = (
+    "run the forward with gradients enabled (not under torch.no_grad() or torch.inference_mode(), "
+    "e.g. outside a Lightning validation step), or use a gradient-free method (CAM, ScoreCAM)"
+)
+
+
+@contextlib.contextmanager
+def paused() -> Iterator[None]:
+    """Make every camkit hook ignore the forwards run inside this block."""
+    token = _GATE.set(_NOBODY)
+    try:
+        yield
+    finally:
+        _GATE.reset(token)
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module) -> Iterator[None]:
+    """Restore every module's train/eval flag and every parameter's ``requires_grad`` on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+        for param, flag in flags:
+            param.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put the model in eval mode for the block (no BatchNorm statistics update), then restore."""
+    with preserved_state(model):
+        model.eval()
+        yield
+
+
+def _reference_tensor(model: nn.Module) -> Tensor | None:
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor
+    return None
+
+
+def candidate_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
+    """Output shape of every submodule for one dummy input ``(1, *input_shape)``, in call order.
+
+    Args:
+        model: the model.
+        input_shape: input shape without the batch dim.
+
+    Returns:
+        ``(name, output_shape)`` for each submodule whose output is a tensor.
+
+    Raises:
+        ValueError: if the dummy forward fails (a wrong ``input_shape``).
+    """
+    shapes: list[tuple[str, tuple[int, ...]]] = []
+    handles: list[RemovableHandle] = []
+
+    def record(name: str) -> Callable[[nn.Module, Any, Any], None]:
+        def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+            if isinstance(out, Tensor):
+                shapes.append((name, tuple(out.shape)))
+
+        return hook
+
+    ref = _reference_tensor(model)
+    dummy = torch.zeros(
+        (1, *input_shape),
+        device=ref.device if ref is not None else None,
+        dtype=ref.dtype if ref is not None else None,
+    )
+    try:
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(record(name)))
+        with paused(), eval_mode(model), torch.no_grad():
+            model(dummy)
+    except Exception as exc:
+        raise ValueError(
+            f"the dummy forward of shape {tuple(dummy.shape)} used to pick target_layer failed ({exc}); "
+            "pass input_shape=(C, H, W) matching your model, or name target_layer explicitly"
+        ) from exc
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+def _auto_layer(model: nn.Module, input_shape: Sequence[int]) -> str:
+    shapes = candidate_layers(model, input_shape)
+    for name, shape in reversed(shapes):
+        if len(shape) == len(input_shape) + 1 and any(s != 1 for s in shape[2:]):
+            logger.warning("no target_layer given: using %r (output shape %s)", name, shape)
+            return name
+    raise ValueError(
+        f"no layer of the model outputs a spatial map for input_shape={tuple(input_shape)}; "
+        "pass target_layer explicitly (see model.named_modules())"
+    )
+
+
+def _name_of(model: nn.Module, names: dict[str, nn.Module], layer: nn.Module | str) -> str:
+    if isinstance(layer, str):
+        if layer in names and layer:
+            return layer
+        keys = [k for k in names if k]
+        last = layer.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(layer, keys, n=5, cutoff=0.6)
+        close += [k for k in keys if (k.endswith("." + layer) or k.rsplit(".", 1)[-1] == last) and k not in close]
+        if close:
+            hint = f"; did you mean {', '.join(repr(c) for c in close[:6])}?"
+        else:
+            hint = f"; its top-level submodules are {', '.join(repr(k) for k in keys if '.' not in k)[:300]}"
+        raise ValueError(
+            f"target_layer {layer!r} is not a submodule name of {type(model).__name__}{hint} "
+            "(list them with `[n for n, _ in model.named_modules()]`)"
+        )
+    if isinstance(layer, nn.Module):
+        for name, module in names.items():
+            if module is layer and name:
+                return name
+        raise ValueError(
+            f"the module passed as target_layer ({type(layer).__name__}) is not a submodule of the model; "
+            "pass a module reached from the model itself (e.g. model.layer4) or its dotted name"
+        )
+    raise TypeError(
+        f"target_layer must be a module, a dotted name, a list of those or None; got {type(layer).__name__}"
+    )
+
+
+def resolve_layers(model: nn.Module, target_layer: LayerSpec, input_shape: Sequence[int]) -> list[str]:
+    """Turn ``target_layer`` (module, dotted name, list, or ``None``) into dotted names.
+
+    Args:
+        model: the model.
+        target_layer: what the user passed; ``None`` picks the last spatial layer by a dummy forward.
+        input_shape: input shape without batch dim, for the dummy forward.
+
+    Returns:
+        One dotted name per target layer.
+
+    Raises:
+        ValueError: for an unknown name (close candidates are listed) or a foreign module.
+        TypeError: for an argument of the wrong type.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if target_layer is None:
+        return [_auto_layer(model, input_shape)]
+    names = dict(model.named_modules())
+    if isinstance(target_layer, (str, nn.Module)):
+        layers: list[nn.Module | str] = [target_layer]
+    elif isinstance(target_layer, (list, tuple)):
+        layers = list(target_layer)
+    else:
+        raise TypeError(
+            f"target_layer must be a module, a dotted name, a list of those or None; got {type(target_layer).__name__}"
+        )
+    if not layers:
+        raise ValueError("target_layer is an empty list: pass at least one layer")
+    return [_name_of(model, names, layer) for layer in layers]
+
+
+class Capture:
+    """Hooks on the target layers that keep their outputs (and optionally the model input).
+
+    Args:
+        model: the model.
+        layer_names: dotted names from :func:`resolve_layers`.
+        capture_input: also keep a copy of the model's first positional input.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> with Capture(net, ["0"]) as cap:
+        ...     score = net(torch.rand(1, 3, 8, 8))[:, 0].sum()
+        ...     grads = cap.gradients(score)
+        >>> grads[0].shape
+        torch.Size([1, 4, 6, 6])
+    """
+
+    def __init__(self, model: nn.Module, layer_names: Sequence[str], capture_input: bool = False) -> None:
+        self.model = model
+        self.layer_names = list(layer_names)
+        self.capture_input = capture_input
+        self.enabled = True
+        self._handles: list[RemovableHandle] = []
+        self.reset()
+
+    # lifecycle -----------------------------------------------------------------------------
+    def attach(self) -> None:
+        """Register the hooks (idempotent)."""
+        if self._handles:
+            return
+        modules = dict(self.model.named_modules())
+        for idx, name in enumerate(self.layer_names):
+            self._handles.append(modules[name].register_forward_hook(self._layer_hook(idx)))
+        if self.capture_input:
+            self._handles.append(self.model.register_forward_pre_hook(self._input_hook))
+
+    def remove(self) -> None:
+        """Remove every hook this capture registered."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    @property
+    def attached(self) -> bool:
+        """Whether the hooks are registered."""
+        return bool(self._handles)
+
+    def reset(self) -> None:
+        """Forget captured tensors (the hooks stay)."""
+        self._sources: list[Tensor | None] = [None] * len(self.layer_names)
+        self._errors: list[str | None] = [None] * len(self.layer_names)
+        self.input: Tensor | None = None
+
+    def __enter__(self) -> Capture:
+        self.attach()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[Capture]:
+        """Capture into fresh storage for the block, then give back the previous tensors."""
+        saved = (self._sources, self._errors, self.input)
+        self.reset()
+        token = _GATE.set(self)
+        try:
+            yield self
+        finally:
+            _GATE.reset(token)
+            self._sources, self._errors, self.input = saved
+
+    # hooks ---------------------------------------------------------------------------------
+    def _recording(self) -> bool:
+        gate = _GATE.get()
+        return self.enabled and (gate is None or gate is self)
+
+    def _layer_hook(self, idx: int) -> Callable[[nn.Module, Any, Any], Any]:
+        def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+            if not self._recording():
+                return None
+            if not isinstance(output, Tensor):
+                self._errors[idx] = (
+                    f"target layer {self.layer_names[idx]!r} returns a {type(output).__name__}, not a tensor; "
+                    "choose a submodule that outputs the feature map tensor"
+                )
+                return None
+            source = output
+            if (
+                torch.is_grad_enabled()
+                and not output.requires_grad
+                and output.is_floating_point()
+                and not torch.is_inference(output)
+            ):
+                # Frozen layers before the target: differentiate from here on.
+                source = output.detach().requires_grad_(True)
+            self._sources[idx] = source
+            self._errors[idx] = None
+            # The network continues on a copy, so in-place ops downstream leave `source` intact.
+            return source.clone()
+
+        return hook
+
+    def _input_hook(self, _module: nn.Module, args: Any) -> None:
+        if not self._recording():
+            return
+        if args and isinstance(args[0], Tensor):
+            self.input = args[0].detach().clone()
+
+    # reading -------------------------------------------------------------------------------
+    def sources(self) -> list[Tensor]:
+        """The captured layer outputs as they are in the autograd graph.
+
+        Returns:
+            One tensor per target layer.
+
+        Raises:
+            ValueError: if a layer did not run or returned a non-tensor.
+        """
+        out = []
+        for name, source, error in zip(self.layer_names, self._sources, self._errors, strict=True):
+            if error is not None:
+                raise ValueError(error)
+            if source is None:
+                raise ValueError(
+                    f"no activation was captured for layer {name!r}: run the forward (scores = model(x)) "
+                    "after creating the extractor and before calling it, and check that this layer is "
+                    "used by the forward"
+                )
+            out.append(source)
+        return out
+
+    def activations(self) -> list[Tensor]:
+        """The captured layer outputs, detached.
+
+        Returns:
+            One tensor per target layer.
+        """
+        return [s.detach() for s in self.sources()]
+
+    def gradients(self, score: Tensor, retain_graph: bool = False, create_graph: bool = False) -> list[Tensor]:
+        """``d score / d A`` for every target layer, by :func:`torch.autograd.grad`.
+
+        Args:
+            score: a scalar that depends on the captured activations.
+            retain_graph: keep the graph for another call.
+            create_graph: make the gradients differentiable.
+
+        Returns:
+            One gradient per target layer, shaped as its activation.
+
+        Raises:
+            ValueError: if the graph is missing (forward under ``no_grad``/``inference_mode``) or
+                the score does not depend on a layer.
+        """
+        sources = self.sources()
+        if not score.requires_grad or any(not s.requires_grad for s in sources):
+            raise ValueError(f"the scores or activations carry no autograd graph: {NO_GRAD_HINT}")
+        try:
+            grads = torch.autograd.grad(
+                score, sources, retain_graph=retain_graph, create_graph=create_graph, allow_unused=True
+            )
+        except RuntimeError as exc:
+            if "second time" in str(exc):
+                raise ValueError(
+                    "the graph of this forward was already used by a previous call: pass retain_graph=True "
+                    "to every call but the last, or run the forward again"
+                ) from exc
+            raise
+        result = []
+        for name, grad in zip(self.layer_names, grads, strict=True):
+            if grad is None:
+                raise ValueError(
+                    f"the target score does not depend on layer {name!r}: pick a layer that the output is "
+                    "computed from, and pass the scores of the same forward"
+                )
+            result.append(grad)
+        return result
+
+
+class ModelProbe:
+    """Re-runs the model for perturbation and noise methods, without touching its state.
+
+    Args:
+        model: the model.
+        capture: the capture whose hooks record the target layers.
+        target: the target that turns an output into per-row scalars.
+        layer: which target layer the calling weight function works on.
+        batch_size: how many perturbed inputs a method should send per forward.
+    """
+
+    def __init__(self, model: nn.Module, capture: Capture, target: Any, layer: int, batch_size: int) -> None:
+        self.model = model
+        self.capture = capture
+        self.target = target
+        self.layer = layer
+        self.batch_size = batch_size
+
+    def scores(self, inputs: Tensor, rows: Tensor) -> Tensor:
+        """Target scores of ``inputs`` under ``inference_mode`` in eval mode, hooks paused.
+
+        Args:
+            inputs: a batch of (perturbed) inputs.
+            rows: sample index of each input row.
+
+        Returns:
+            ``(B,)`` scores.
+        """
+        with paused(), eval_mode(self.model), torch.inference_mode():
+            out = self.model(inputs)
+            return self.target(out, rows)  # type: ignore[no-any-return]
+
+    def gradients(self, inputs: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Activation and ``dY/dA`` at this layer for ``inputs``, in eval mode.
+
+        Args:
+            inputs: a batch of (noisy) inputs.
+            rows: sample index of each input row.
+
+        Returns:
+            The activation and its gradient, both detached.
+        """
+        with self.capture.recording() as rec, eval_mode(self.model), torch.enable_grad():
+            out = self.model(inputs)
+            score = self.target(out, rows).sum()
+            grads = rec.gradients(score)
+            return rec.activations()[self.layer], grads[self.layer].detach()

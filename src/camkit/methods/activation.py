@@ -1,0 +1,82 @@
+"""Activation methods: weights read from the model's parameters, no gradient, no extra forward."""
+
+from __future__ import annotations
+
+import logging
+
+from torch import Tensor, nn
+
+from camkit.registry import MethodContext, register
+
+__all__ = ["cam", "resolve_fc_weight"]
+
+logger = logging.getLogger("camkit")
+
+
+def resolve_fc_weight(model: nn.Module, fc_layer: nn.Module | str | None) -> Tensor:
+    """The ``(num_classes, C)`` weight of the classification head used by CAM.
+
+    With ``fc_layer=None`` the model's only ``nn.Linear`` is used; a 1x1 convolution head is
+    accepted when named explicitly.
+
+    Args:
+        model: the model.
+        fc_layer: the head module, its dotted name, or ``None``.
+
+    Returns:
+        The weight matrix, detached.
+
+    Raises:
+        ValueError: when no single head can be found, naming what to pass.
+        TypeError: for an argument of the wrong type.
+    """
+    modules = dict(model.named_modules())
+    if fc_layer is None:
+        linear = [name for name, m in modules.items() if isinstance(m, nn.Linear)]
+        if len(linear) != 1:
+            found = f"{len(linear)} nn.Linear layers ({', '.join(linear[:5])})" if linear else "no nn.Linear"
+            raise ValueError(
+                f"CAM needs one classification head after global pooling, but the model has {found}; "
+                "pass fc_layer=<name of the head> or use a gradient method such as GradCAM"
+            )
+        logger.warning("no fc_layer given: using %r", linear[0])
+        module = modules[linear[0]]
+    elif isinstance(fc_layer, str):
+        if fc_layer not in modules:
+            raise ValueError(f"fc_layer {fc_layer!r} is not a submodule name of the model")
+        module = modules[fc_layer]
+    elif isinstance(fc_layer, nn.Module):
+        if not any(m is fc_layer for m in modules.values()):
+            raise ValueError("the module passed as fc_layer is not a submodule of the model")
+        module = fc_layer
+    else:
+        raise TypeError(f"fc_layer must be a module, a name or None, got {type(fc_layer).__name__}")
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, Tensor) or weight.ndim < 2:
+        raise ValueError(f"fc_layer {type(module).__name__} has no (num_classes, C) weight")
+    # a Conv1x1 head has weight (K, C, 1, 1)
+    return weight.detach().reshape(weight.shape[0], weight.shape[1])
+
+
+@register(
+    "cam",
+    needs_gradients=False,
+    family="activation",
+    summary="CAM: channel weights = the classification head's weights of the class.",
+    paper="Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016",
+)
+def cam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+    r"""CAM weights :math:`w_k = W^{(c)}_k`, the head's weight of class c for channel k."""
+    weight = ctx.options.get("fc_weight")
+    if weight is None:
+        weight = resolve_fc_weight(ctx.model, ctx.options.get("fc_layer"))
+    classes_of = getattr(ctx.target, "classes", None)
+    if not isinstance(weight, Tensor) or classes_of is None:
+        raise ValueError("CAM explains a class index of the classification head: pass class_idx and fc_layer")
+    if weight.shape[1] != a.shape[1]:
+        raise ValueError(
+            f"the head has {weight.shape[1]} input features but the target layer has {a.shape[1]} channels: "
+            "CAM needs the layer right before global pooling"
+        )
+    classes = classes_of(a.shape[0], weight.shape[0]).to(a.device)
+    return weight.to(a.dtype)[classes]

@@ -1,0 +1,119 @@
+"""Gradient methods: weights from ``A`` and ``G = dY/dA`` (Grad-CAM and its descendants).
+
+Each function is a weight function ``fn(A, G, ctx) -> w`` (see :mod:`camkit.registry`); the
+formulas are in the docstrings of the extractor classes in :mod:`camkit.methods`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from camkit.registry import MethodContext, register
+
+__all__ = ["gradcam", "gradcampp", "layercam", "smoothgradcampp", "xgradcam"]
+
+
+def _spatial_sum(x: Tensor) -> Tensor:
+    return x.flatten(2).sum(-1)
+
+
+def _need(g: Tensor | None) -> Tensor:
+    if g is None:  # the engine always passes G to methods registered with needs_gradients
+        raise ValueError("this method needs gradients")
+    return g
+
+
+@register(
+    "gradcam",
+    needs_gradients=True,
+    family="gradient",
+    summary="Channel weights = spatial mean of the gradient.",
+    paper="Selvaraju et al., Grad-CAM, ICCV 2017",
+)
+def gradcam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+    r"""Grad-CAM weights :math:`w_k = \frac{1}{|S|}\sum_{ij} \partial Y/\partial A_k(i,j)`."""
+    return _need(g).flatten(2).mean(-1)
+
+
+def _plusplus_weights(a: Tensor, g1: Tensor, g2: Tensor, g3: Tensor) -> Tensor:
+    """Grad-CAM++ weights from the first three derivative estimates (powers of the gradient)."""
+    total = _spatial_sum(a).reshape(*a.shape[:2], *([1] * (a.ndim - 2)))
+    denom = 2 * g2 + total * g3
+    ok = (g2 > 0) & (denom != 0)
+    alpha = torch.where(ok, g2 / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(g2))
+    return _spatial_sum(alpha * torch.relu(g1))
+
+
+@register(
+    "gradcampp",
+    needs_gradients=True,
+    family="gradient",
+    summary="Grad-CAM++: gradients weighted by second/third-order alpha coefficients.",
+    paper="Chattopadhay et al., Grad-CAM++, WACV 2018",
+)
+def gradcampp(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+    r"""Grad-CAM++ weights :math:`w_k = \sum_{ij} \alpha_k(i,j)\,\mathrm{ReLU}(g_k(i,j))`."""
+    g = _need(g)
+    g2 = g * g
+    return _plusplus_weights(a, g, g2, g2 * g)
+
+
+@register(
+    "xgradcam",
+    needs_gradients=True,
+    family="gradient",
+    summary="XGrad-CAM: gradients weighted by the activation normalized per channel.",
+    paper="Fu et al., Axiom-based Grad-CAM, BMVC 2020",
+)
+def xgradcam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+    r"""XGrad-CAM weights :math:`w_k = \sum_{ij} g_k(i,j) A_k(i,j) / \sum_{mn} A_k(m,n)`."""
+    total = _spatial_sum(a)
+    num = _spatial_sum(_need(g) * a)
+    return torch.where(total != 0, num / torch.where(total != 0, total, torch.ones_like(total)), 0.0)
+
+
+@register(
+    "layercam",
+    needs_gradients=True,
+    family="gradient",
+    summary="LayerCAM: element-wise positive gradients as spatial weights; good on shallow layers.",
+    paper="Jiang et al., LayerCAM, IEEE TIP 2021",
+)
+def layercam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+    r"""LayerCAM spatial weights :math:`w_k(i,j) = \mathrm{ReLU}(g_k(i,j))`."""
+    return torch.relu(_need(g))
+
+
+@register(
+    "smoothgradcampp",
+    needs_gradients=True,
+    needs_scores=False,
+    needs_input=True,
+    family="gradient",
+    summary="Smooth Grad-CAM++: Grad-CAM++ with derivatives averaged over noisy copies of the input.",
+    paper="Omeiza et al., Smooth Grad-CAM++, arXiv:1908.01224, 2019",
+)
+def smoothgradcampp(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+    r"""Smooth Grad-CAM++ weights from :math:`D^{(p)} = \frac1n\sum_m g_m^p` over ``num_samples`` noisy inputs."""
+    x, probe = ctx.input, ctx.probe
+    if x is None or probe is None:
+        raise ValueError("smoothgradcampp needs the model input: run the forward after creating the extractor")
+    num_samples = int(ctx.options.get("num_samples", 4))
+    std = float(ctx.options.get("std", 0.3))
+    generator = ctx.options.get("generator")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    n = x.shape[0]
+    moments = [torch.zeros_like(a) for _ in range(3)]
+    rows = torch.arange(n, device=x.device).repeat(num_samples)
+    per_chunk = max(1, probe.batch_size // n) * n
+    for start in range(0, rows.numel(), per_chunk):
+        chunk = rows[start : start + per_chunk]
+        noise = torch.randn((chunk.numel(), *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
+        _, grad = probe.gradients(x[chunk] + std * noise, chunk)
+        grad = grad.to(a.dtype).view(-1, *a.shape)
+        for p, moment in enumerate(moments, start=1):
+            moment += grad.pow(p).sum(0)
+    g1, g2, g3 = (m / num_samples for m in moments)
+    return _plusplus_weights(a, g1, g2, g3)

@@ -1,0 +1,153 @@
+"""Pure tensor operations of the CAM pipeline: combine, ReLU, normalize, upsample, fuse.
+
+Every function here takes and returns torch tensors on the caller's device; none of them
+knows about models, hooks or methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["combine", "expand_weights", "fuse", "interpolation_mode", "normalize", "upsample"]
+
+
+def expand_weights(weights: Tensor, activation: Tensor) -> Tensor:
+    """Append singleton spatial dims so ``weights`` broadcasts against ``activation``.
+
+    Args:
+        weights: channel weights ``(N, C)`` or spatial weights ``(N, C, *S)``.
+        activation: activations ``(N, C, *S)``.
+
+    Returns:
+        ``weights`` viewed with as many trailing singleton dims as needed.
+
+    Raises:
+        ValueError: if the leading dims of the two tensors do not match.
+    """
+    missing = activation.ndim - weights.ndim
+    if missing < 0 or weights.shape[:2] != activation.shape[:2]:
+        raise ValueError(
+            f"weights of shape {tuple(weights.shape)} do not broadcast to activations of shape "
+            f"{tuple(activation.shape)}: expected (N, C) or (N, C, *S)"
+        )
+    return weights.reshape(*weights.shape, *([1] * missing))
+
+
+def combine(weights: Tensor, activation: Tensor) -> Tensor:
+    r"""Weighted sum of activation channels, the one combine step shared by every method.
+
+    .. math:: L(x) = \sum_k w_k \, A_k(x)
+
+    ``weights`` may be per channel ``(N, C)`` or per position ``(N, C, *S)``; both go through the
+    same broadcast.
+
+    Args:
+        weights: ``(N, C)`` or ``(N, C, *S)``.
+        activation: ``(N, C, *S)``.
+
+    Returns:
+        The map, ``(N, *S)``.
+
+    Example:
+        >>> combine(torch.ones(1, 2), torch.ones(1, 2, 3, 3)).shape
+        torch.Size([1, 3, 3])
+    """
+    return (expand_weights(weights, activation) * activation).sum(dim=1)
+
+
+def normalize(cam: Tensor, eps: float = 0.0) -> Tensor:
+    r"""Min-max normalize each sample's map to ``[0, 1]``.
+
+    .. math:: \hat L = \frac{L - \min L}{\max L - \min L}
+
+    A flat map (max equal to min) becomes all zeros, never NaN.
+
+    Args:
+        cam: maps ``(N, *S)``.
+        eps: added to the denominator (0 keeps the exact formula).
+
+    Returns:
+        A new tensor of the same shape.
+
+    Example:
+        >>> normalize(torch.tensor([[1.0, 3.0]]))
+        tensor([[0., 1.]])
+    """
+    flat = cam.flatten(1)
+    low = flat.amin(dim=1, keepdim=True)
+    span = flat.amax(dim=1, keepdim=True) - low
+    safe = torch.where(span > 0, span + eps, torch.ones_like(span))
+    out = torch.where(span > 0, (flat - low) / safe, torch.zeros_like(flat))
+    return out.view_as(cam)
+
+
+def interpolation_mode(spatial_dims: int) -> str:
+    """The smooth interpolation mode for 1, 2 or 3 spatial dims (linear, bilinear, trilinear).
+
+    Args:
+        spatial_dims: number of spatial dims.
+
+    Returns:
+        A mode name for :func:`torch.nn.functional.interpolate`.
+
+    Raises:
+        ValueError: for other numbers of spatial dims.
+    """
+    modes = {1: "linear", 2: "bilinear", 3: "trilinear"}
+    if spatial_dims not in modes:
+        raise ValueError(f"maps with {spatial_dims} spatial dims cannot be resized: expected 1, 2 or 3")
+    return modes[spatial_dims]
+
+
+def upsample(x: Tensor, size: Sequence[int]) -> Tensor:
+    """Resize maps ``(N, *S)`` or channels ``(N, C, *S)`` to ``size`` with (bi/tri)linear interpolation.
+
+    Args:
+        x: ``(N, *S)`` when ``len(size) == x.ndim - 1``, else ``(N, C, *S)``.
+        size: target spatial size.
+
+    Returns:
+        The resized tensor (the input itself when already at ``size``).
+
+    Example:
+        >>> upsample(torch.zeros(2, 7, 7), (14, 14)).shape
+        torch.Size([2, 14, 14])
+    """
+    size = tuple(int(s) for s in size)
+    has_channels = x.ndim == len(size) + 2
+    if tuple(x.shape[-len(size) :]) == size:
+        return x
+    y = x if has_channels else x.unsqueeze(1)
+    y = F.interpolate(y, size=size, mode=interpolation_mode(len(size)), align_corners=False)
+    return y if has_channels else y.squeeze(1)
+
+
+def fuse(cams: Sequence[Tensor], size: Sequence[int] | None = None) -> Tensor:
+    """Fuse maps of several layers: resize to a common size and take the element-wise maximum.
+
+    Args:
+        cams: maps ``(N, *S_l)`` of the same sample(s), one per layer.
+        size: output spatial size; default the largest size along each dim.
+
+    Returns:
+        The fused map ``(N, *size)``.
+
+    Raises:
+        ValueError: on an empty list.
+
+    Example:
+        >>> fuse([torch.zeros(1, 2, 2), torch.ones(1, 4, 4)]).shape
+        torch.Size([1, 4, 4])
+    """
+    if len(cams) == 0:
+        raise ValueError("`cams` is empty: pass the list of maps returned by the extractor")
+    if size is None:
+        size = tuple(max(sizes) for sizes in zip(*(tuple(c.shape[1:]) for c in cams), strict=True))
+    fused = upsample(cams[0], size)
+    for cam in cams[1:]:
+        fused = torch.maximum(fused, upsample(cam, size))
+    return fused

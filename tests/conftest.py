@@ -1,0 +1,55 @@
+"""Shared tiny models and helpers for camkit's tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import camkit
+from camkit.extractor import CAMExtractor
+
+# Options every method accepts (ignored by those that do not use them); std=0 makes noise methods
+# deterministic, so batched and per-sample calls can be compared exactly.
+FAST_OPTIONS: dict[str, Any] = {"num_samples": 2, "batch_size": 64}
+
+
+def tiny_cnn(inplace: bool = False, dims: int = 2) -> nn.Module:
+    """A small CNN with BatchNorm, Dropout and one Linear head (so CAM applies)."""
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    bn = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
+    pool = nn.AdaptiveAvgPool2d if dims == 2 else nn.AdaptiveAvgPool3d
+    return nn.Sequential(
+        conv(3, 6, 3, padding=1),
+        bn(6),
+        nn.ReLU(inplace=inplace),
+        conv(6, 8, 3, padding=1),
+        nn.ReLU(inplace=inplace),
+        pool(1),
+        nn.Flatten(),
+        nn.Dropout(0.1),
+        nn.Linear(8, 5),
+    )
+
+
+def make_extractor(name: str, model: nn.Module, layer: Any, **options: Any) -> CAMExtractor:
+    merged = {**FAST_OPTIONS, **options}
+    return CAMExtractor(model, layer, method=name, **merged)
+
+
+def all_hooks(model: nn.Module) -> int:
+    count = 0
+    for m in model.modules():
+        count += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        count += len(getattr(m, "_backward_pre_hooks", {}))
+    return count
+
+
+METHODS = camkit.list_methods()
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)

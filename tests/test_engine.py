@@ -1,0 +1,151 @@
+"""Engine behaviour generated over the registry: batching, 3D, in-place ops, layer choice."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from camkit.engine import Capture, candidate_layers, resolve_layers
+from camkit.methods import GradCAM, LayerCAM, ScoreCAM
+from camkit.targets import ClassProbabilityTarget, ClassTarget
+from conftest import METHODS, make_extractor, tiny_cnn
+
+
+def _maps(name: str, model: nn.Module, x: torch.Tensor, classes: list[int] | int, **options: object) -> list:
+    with make_extractor(name, model, "3", std=0.0, **options) as extractor:
+        scores = model(x)
+        return extractor(classes, scores, normalized=False)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_batch_equals_single_calls(name: str) -> None:
+    model = tiny_cnn().eval()
+    x = torch.rand(3, 3, 8, 8)
+    classes = [4, 0, 2]
+    batched = _maps(name, model, x, classes)[0]
+    singles = torch.cat([_maps(name, model, x[i : i + 1], [c])[0] for i, c in enumerate(classes)])
+    assert batched.abs().amax() > 0
+    torch.testing.assert_close(batched, singles, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_3d_maps(name: str) -> None:
+    model = tiny_cnn(dims=3).eval()
+    x = torch.rand(2, 3, 4, 6, 6)
+    maps = _maps(name, model, x, [1, 3])
+    assert maps[0].shape == (2, 4, 6, 6)
+    assert torch.isfinite(maps[0]).all()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_inplace_relu_after_layer_does_not_corrupt(name: str) -> None:
+    x = torch.rand(2, 3, 8, 8)
+    plain = tiny_cnn(inplace=False).eval()
+    inplace = tiny_cnn(inplace=True).eval()
+    inplace.load_state_dict(plain.state_dict())
+    expected = _maps(name, plain, x, [0, 1])[0]
+    got = _maps(name, inplace, x, [0, 1])[0]
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+    # the hooked conv's output has negative values: the map was computed before the ReLU
+    with Capture(inplace, ["3"]) as capture:
+        inplace(x)
+        assert capture.activations()[0].amin() < 0
+
+
+def test_automatic_layer_is_last_spatial_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    model = tiny_cnn()
+    with caplog.at_level(logging.WARNING, logger="camkit"):
+        names = resolve_layers(model, None, (3, 8, 8))
+    assert names == ["4"]  # the ReLU after the last conv: the last output with spatial dims
+    assert "'4'" in caplog.text
+    shapes = dict(candidate_layers(model, (3, 8, 8)))
+    assert shapes["5"] == (1, 8, 1, 1)
+
+
+def test_automatic_layer_wrong_input_shape() -> None:
+    with pytest.raises(ValueError, match="input_shape"):
+        GradCAM(tiny_cnn(), input_shape=(4, 8, 8))
+
+
+def test_second_extractor_does_not_disturb_first() -> None:
+    model = tiny_cnn().eval()
+    x = torch.rand(1, 3, 8, 8)
+    with GradCAM(model, "3") as first, ScoreCAM(model, "3") as other:
+        scores = model(x)  # both capture the user's forward
+        with GradCAM(model, input_shape=(3, 16, 16)):  # its dummy forward must not reach `first`
+            pass
+        other(0)  # its masked forwards must not overwrite `first`'s activations either
+        first_maps = first(0, scores, normalized=False)
+    with GradCAM(model, "3") as fresh:
+        expected = fresh(0, model(x), normalized=False)
+    torch.testing.assert_close(first_maps[0], expected[0])
+
+
+def test_frozen_model_still_gets_gradients() -> None:
+    model = tiny_cnn().eval().requires_grad_(False)
+    with Capture(model, ["3"]) as capture:
+        grads = capture.gradients(model(torch.rand(1, 3, 8, 8))[:, 0].sum())
+    assert grads[0].abs().amax() > 0
+    with LayerCAM(model, "3") as extractor:
+        cams = extractor(0, model(torch.rand(1, 3, 8, 8)), normalized=False)
+    assert cams[0].shape == (1, 8, 8)
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_multiple_layers_and_fuse() -> None:
+    model = tiny_cnn().eval()
+    with LayerCAM(model, ["0", model[3]]) as extractor:
+        cams = extractor(1, model(torch.rand(2, 3, 8, 8)))
+    assert [c.shape for c in cams] == [(2, 8, 8), (2, 8, 8)]
+    fused = LayerCAM.fuse_cams(cams)
+    torch.testing.assert_close(fused, torch.maximum(torch.tanh(2 * cams[0]), torch.tanh(2 * cams[1])))
+    assert LayerCAM.fuse_cams(cams[:1]) is cams[0]
+
+
+def test_targets_keyword_and_probability_target() -> None:
+    model = tiny_cnn().eval()
+    x = torch.rand(2, 3, 8, 8)
+    with GradCAM(model, "3") as extractor:
+        by_index = extractor([1, 2], model(x), normalized=False)
+        by_target = extractor(scores=model(x), targets=ClassTarget([1, 2]), normalized=False)
+        by_prob = extractor(scores=model(x), targets=ClassProbabilityTarget([1, 2]), normalized=False)
+    torch.testing.assert_close(by_index[0], by_target[0])
+    assert not torch.allclose(by_prob[0], by_index[0])
+
+
+def test_half_precision_activations_are_upcast() -> None:
+    model = tiny_cnn().eval()
+    x = torch.rand(1, 3, 8, 8)
+    with GradCAM(model, "3") as extractor:
+        expected = extractor(0, model(x), normalized=False)[0]
+    half = tiny_cnn().eval()
+    half.load_state_dict(model.state_dict())
+    half[3].half()
+    half[3].register_forward_pre_hook(lambda _m, a: (a[0].half(),))
+    half[4].register_forward_pre_hook(lambda _m, a: (a[0].float(),))
+    with GradCAM(half, "3") as extractor:
+        got = extractor(0, half(x), normalized=False)[0]
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=1e-2, atol=1e-2)
+
+
+def test_normalized_flat_map_is_zero_not_nan() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2)).eval()
+    x = torch.ones(1, 3, 4, 4)  # constant input: every map is flat
+    with GradCAM(model, "0") as extractor:
+        cams = extractor(0, model(x))
+    assert torch.equal(cams[0], torch.zeros(1, 4, 4))
+
+
+def test_disable_hooks_ignores_forwards() -> None:
+    model = tiny_cnn().eval()
+    with GradCAM(model, "3") as extractor:
+        extractor.disable_hooks()
+        model(torch.rand(1, 3, 8, 8))
+        with pytest.raises(ValueError, match="no activation"):
+            extractor(0, model(torch.rand(1, 3, 8, 8)))
+        extractor.enable_hooks()
+        assert extractor(0, model(torch.rand(1, 3, 8, 8)))[0].shape == (1, 8, 8)
