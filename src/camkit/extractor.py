@@ -200,7 +200,8 @@ class CAMExtractor:
         if self.spec.needs_input:
             ctx.probe = ModelProbe(self.model, self._capture, target, layer, self.batch_size)
         with torch.no_grad():
-            cam = ops.combine(self.spec.weights(a, g, ctx), a)
+            out = self.spec.weights(a, g, ctx)
+            cam = out if self.spec.output == "map" else ops.combine(out, a)
             if self.spec.relu:
                 cam = torch.relu(cam)
             return ops.normalize(cam) if normalized else cam

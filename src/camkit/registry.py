@@ -79,6 +79,8 @@ class MethodSpec:
         summary: one line for ``camkit methods`` and the docs table.
         paper: reference of the method.
         family: ``"activation"``, ``"gradient"`` or ``"perturbation"``.
+        output: ``"weights"`` (the function returns ``w`` for the combine step) or ``"map"`` (it
+            returns the map ``(N, *S)`` itself, e.g. a projection on a principal component).
     """
 
     name: str
@@ -90,6 +92,7 @@ class MethodSpec:
     summary: str
     paper: str
     family: str
+    output: str = "weights"
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -105,6 +108,7 @@ def register(
     summary: str,
     paper: str,
     family: str,
+    output: str = "weights",
 ) -> Callable[[WeightFn], WeightFn]:
     """Register a weight function under ``name``.
 
@@ -118,6 +122,7 @@ def register(
         summary: one-line description.
         paper: citation.
         family: ``"activation"``, ``"gradient"`` or ``"perturbation"``.
+        output: ``"weights"`` or ``"map"`` (see :class:`MethodSpec`).
 
     Returns:
         A decorator that stores the function and returns it unchanged.
@@ -129,10 +134,14 @@ def register(
         raise ValueError(f"method name {name!r} must be a lower-case identifier")
     if name in _REGISTRY:
         raise ValueError(f"method {name!r} is already registered")
+    if output not in ("weights", "map"):
+        raise ValueError(f"output must be 'weights' or 'map', got {output!r}")
     scores = (needs_gradients and not needs_input) if needs_scores is None else needs_scores
 
     def decorator(fn: WeightFn) -> WeightFn:
-        _REGISTRY[name] = MethodSpec(name, fn, needs_gradients, scores, needs_input, relu, summary, paper, family)
+        _REGISTRY[name] = MethodSpec(
+            name, fn, needs_gradients, scores, needs_input, relu, summary, paper, family, output
+        )
         return fn
 
     return decorator
