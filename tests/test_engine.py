@@ -22,6 +22,8 @@ def _maps(name: str, model: nn.Module, x: torch.Tensor, classes: list[int] | int
 
 @pytest.mark.parametrize("name", METHODS)
 def test_batch_equals_single_calls(name: str) -> None:
+    if camkit.get_method(name).stochastic:
+        pytest.skip(f"{name} draws random weights: batched and single calls differ by design")
     model = tiny_cnn().eval()
     x = torch.rand(3, 3, 8, 8)
     classes = [4, 0, 2]

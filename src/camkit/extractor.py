@@ -34,7 +34,9 @@ class CAMExtractor:
         method: registry name (subclasses set it).
         batch_size: inputs per forward for methods that re-run the model.
         enable_hooks: start with the hooks recording.
-        **options: method options (``num_samples``, ``std``, ``generator``, ``fc_weight``, ...).
+        **options: method options (``num_samples``, ``std``, ``generator``, ``fc_weight``, ...);
+            ``eigen_smooth=True`` replaces the channel sum by the first principal component of the
+            weighted activations (methods that return weights).
 
     Raises:
         ValueError: for an unknown layer or method.
@@ -201,7 +203,12 @@ class CAMExtractor:
             ctx.probe = ModelProbe(self.model, self._capture, target, layer, self.batch_size)
         with torch.no_grad():
             out = self.spec.weights(a, g, ctx)
-            cam = out if self.spec.output == "map" else ops.combine(out, a)
+            if self.spec.output == "map":
+                cam = out
+            elif self.options.get("eigen_smooth", False):
+                cam = ops.first_component_projection(ops.expand_weights(out, a) * a)
+            else:
+                cam = ops.combine(out, a)
             if self.spec.relu:
                 cam = torch.relu(cam)
             return ops.normalize(cam) if normalized else cam

@@ -12,7 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["combine", "expand_weights", "fuse", "interpolation_mode", "normalize", "upsample"]
+__all__ = [
+    "combine",
+    "expand_weights",
+    "first_component_projection",
+    "fuse",
+    "interpolation_mode",
+    "normalize",
+    "upsample",
+]
 
 
 def expand_weights(weights: Tensor, activation: Tensor) -> Tensor:
@@ -151,3 +159,30 @@ def fuse(cams: Sequence[Tensor], size: Sequence[int] | None = None) -> Tensor:
     for cam in cams[1:]:
         fused = torch.maximum(fused, upsample(cam, size))
     return fused
+
+
+def first_component_projection(x: Tensor) -> Tensor:
+    r"""Project each sample's feature vectors on their first principal component.
+
+    For sample ``n`` the positions are rows of :math:`X \in \mathbb{R}^{|S| \times C}`, centred per
+    channel; with :math:`X = U \Sigma V^\top` the map is :math:`X v_1`. SVD leaves the sign of
+    :math:`v_1` arbitrary, so camkit fixes it: :math:`\sum_k v_{1k} \ge 0` (the component points
+    towards more activation). NaNs are treated as 0.
+
+    Args:
+        x: ``(N, C, *S)`` (activations, or weighted activations for ``eigen_smooth``).
+
+    Returns:
+        The projection ``(N, *S)``.
+
+    Example:
+        >>> first_component_projection(torch.rand(2, 4, 3, 3)).shape
+        torch.Size([2, 3, 3])
+    """
+    rows = torch.nan_to_num(x.flatten(2).transpose(1, 2), nan=0.0)  # (N, |S|, C)
+    rows = rows - rows.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(rows, full_matrices=False)
+    v = vh[:, 0, :]  # (N, C)
+    sign = torch.where(v.sum(dim=1, keepdim=True) < 0, -1.0, 1.0).to(v.dtype)
+    projection: Tensor = rows @ (v * sign).unsqueeze(-1)
+    return projection.squeeze(-1).view(x.shape[0], *x.shape[2:])

@@ -81,6 +81,7 @@ class MethodSpec:
         family: ``"activation"``, ``"gradient"`` or ``"perturbation"``.
         output: ``"weights"`` (the function returns ``w`` for the combine step) or ``"map"`` (it
             returns the map ``(N, *S)`` itself, e.g. a projection on a principal component).
+        stochastic: the result depends on random draws (tests compare such methods by shape only).
     """
 
     name: str
@@ -93,6 +94,7 @@ class MethodSpec:
     paper: str
     family: str
     output: str = "weights"
+    stochastic: bool = False
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -109,6 +111,7 @@ def register(
     paper: str,
     family: str,
     output: str = "weights",
+    stochastic: bool = False,
 ) -> Callable[[WeightFn], WeightFn]:
     """Register a weight function under ``name``.
 
@@ -123,6 +126,7 @@ def register(
         paper: citation.
         family: ``"activation"``, ``"gradient"`` or ``"perturbation"``.
         output: ``"weights"`` or ``"map"`` (see :class:`MethodSpec`).
+        stochastic: whether the result depends on random draws.
 
     Returns:
         A decorator that stores the function and returns it unchanged.
@@ -140,7 +144,7 @@ def register(
 
     def decorator(fn: WeightFn) -> WeightFn:
         _REGISTRY[name] = MethodSpec(
-            name, fn, needs_gradients, scores, needs_input, relu, summary, paper, family, output
+            name, fn, needs_gradients, scores, needs_input, relu, summary, paper, family, output, stochastic
         )
         return fn
 
