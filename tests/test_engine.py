@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import camkit
 from camkit.engine import Capture, candidate_layers, resolve_layers
 from camkit.methods import GradCAM, LayerCAM, ScoreCAM
 from camkit.targets import ClassProbabilityTarget, ClassTarget
