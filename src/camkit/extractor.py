@@ -35,7 +35,8 @@ class CAMExtractor:
         batch_size: inputs per forward for methods that re-run the model.
         enable_hooks: start with the hooks recording.
         **options: method options (``num_samples``, ``std``, ``generator``, ``fc_weight``, ...);
-            ``eigen_smooth=True`` replaces the channel sum by the first principal component of the
+            ``reshape_transform=fn`` maps activations and gradients to ``(N, C, *S)`` (e.g. ViT tokens
+            to a grid) before weighting; ``eigen_smooth=True`` replaces the channel sum by the first principal component of the
             weighted activations (methods that return weights).
 
     Raises:
@@ -187,6 +188,10 @@ class CAMExtractor:
             ]
 
     def _map(self, layer: int, a: Tensor, g: Tensor | None, target: Target, normalized: bool) -> Tensor:
+        reshape = self.options.get("reshape_transform")
+        if reshape is not None:
+            a = reshape(a)
+            g = None if g is None else reshape(g)
         if a.ndim < 3:
             raise ValueError(
                 f"layer {self.target_names[layer]!r} outputs shape {tuple(a.shape)}, which has no spatial dims; "
