@@ -28,7 +28,6 @@ from torch.utils.hooks import RemovableHandle
 __all__ = [
     "Capture",
     "LayerSpec",
-    "ModelProbe",
     "candidate_layers",
     "eval_mode",
     "paused",
@@ -234,6 +233,7 @@ class Capture:
         self.capture_input = capture_input
         self.enabled = True
         self._handles: list[RemovableHandle] = []
+        self._replacement: tuple[int, Tensor] | None = None
         self.reset()
 
     # lifecycle -----------------------------------------------------------------------------
@@ -283,6 +283,22 @@ class Capture:
             _GATE.reset(token)
             self._sources, self._errors, self.input = saved
 
+    @contextlib.contextmanager
+    def replacing(self, layer: int, output: Tensor) -> Iterator[None]:
+        """For the block, layer ``layer`` outputs ``output`` instead of what it computes.
+
+        The batch of ``output`` may differ from the input batch: the rest of the network then runs
+        on ``output``'s batch (used to re-run only what follows the layer). Nothing is captured and
+        every other camkit hook is paused.
+        """
+        token = _GATE.set(self)
+        self._replacement = (layer, output)
+        try:
+            yield
+        finally:
+            self._replacement = None
+            _GATE.reset(token)
+
     # hooks ---------------------------------------------------------------------------------
     def _recording(self) -> bool:
         gate = _GATE.get()
@@ -292,6 +308,9 @@ class Capture:
         def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
             if not self._recording():
                 return None
+            if self._replacement is not None:
+                layer, replacement = self._replacement
+                return replacement if layer == idx else None
             if not isinstance(output, Tensor):
                 self._errors[idx] = (
                     f"target layer {self.layer_names[idx]!r} returns a {type(output).__name__}, not a tensor; "
@@ -315,7 +334,7 @@ class Capture:
         return hook
 
     def _input_hook(self, _module: nn.Module, args: Any) -> None:
-        if not self._recording():
+        if not self._recording() or self._replacement is not None:
             return
         if args and isinstance(args[0], Tensor):
             self.input = args[0].detach().clone()
@@ -389,52 +408,3 @@ class Capture:
                 )
             result.append(grad)
         return result
-
-
-class ModelProbe:
-    """Re-runs the model for perturbation and noise methods, without touching its state.
-
-    Args:
-        model: the model.
-        capture: the capture whose hooks record the target layers.
-        target: the target that turns an output into per-row scalars.
-        layer: which target layer the calling weight function works on.
-        batch_size: how many perturbed inputs a method should send per forward.
-    """
-
-    def __init__(self, model: nn.Module, capture: Capture, target: Any, layer: int, batch_size: int) -> None:
-        self.model = model
-        self.capture = capture
-        self.target = target
-        self.layer = layer
-        self.batch_size = batch_size
-
-    def scores(self, inputs: Tensor, rows: Tensor) -> Tensor:
-        """Target scores of ``inputs`` under ``inference_mode`` in eval mode, hooks paused.
-
-        Args:
-            inputs: a batch of (perturbed) inputs.
-            rows: sample index of each input row.
-
-        Returns:
-            ``(B,)`` scores.
-        """
-        with paused(), eval_mode(self.model), torch.inference_mode():
-            out = self.model(inputs)
-            return self.target(out, rows)  # type: ignore[no-any-return]
-
-    def gradients(self, inputs: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-        """Activation and ``dY/dA`` at this layer for ``inputs``, in eval mode.
-
-        Args:
-            inputs: a batch of (noisy) inputs.
-            rows: sample index of each input row.
-
-        Returns:
-            The activation and its gradient, both detached.
-        """
-        with self.capture.recording() as rec, eval_mode(self.model), torch.enable_grad():
-            out = self.model(inputs)
-            score = self.target(out, rows).sum()
-            grads = rec.gradients(score)
-            return rec.activations()[self.layer], grads[self.layer].detach()

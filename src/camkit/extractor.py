@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.engine import Capture, LayerSpec, ModelProbe, preserved_state, resolve_layers
+from camkit.engine import Capture, LayerSpec, preserved_state, resolve_layers
+from camkit.probe import ModelProbe
 from camkit.registry import MethodContext, MethodSpec, get_method
 from camkit.targets import ClassTarget, Target, logits_of
 
@@ -34,10 +35,11 @@ class CAMExtractor:
         method: registry name (subclasses set it).
         batch_size: inputs per forward for methods that re-run the model.
         enable_hooks: start with the hooks recording.
-        **options: method options (``num_samples``, ``std``, ``generator``, ``fc_weight``, ...);
-            ``reshape_transform=fn`` maps activations and gradients to ``(N, C, *S)`` (e.g. ViT tokens
-            to a grid) before weighting; ``eigen_smooth=True`` replaces the channel sum by the first principal component of the
-            weighted activations (methods that return weights).
+        **options: method options (``num_samples``, ``std``, ``generator``, ``fc_weight``, ...), and:
+            ``reforward="auto"|"fast"|"full"``: how AblationCAM-like methods re-run the network
+            (see :mod:`camkit.probe`); ``reshape_transform=fn``: maps activations and gradients to
+            ``(N, C, *S)`` (e.g. ViT tokens to a grid) before weighting; ``eigen_smooth=True``:
+            the first principal component of the weighted activations instead of their sum.
 
     Raises:
         ValueError: for an unknown layer or method.
@@ -205,7 +207,8 @@ class CAMExtractor:
             model=self.model, layer=layer, target=target, options=self.options, input=self._capture.input
         )
         if self.spec.needs_input:
-            ctx.probe = ModelProbe(self.model, self._capture, target, layer, self.batch_size)
+            reforward = self.options.get("reforward", "auto")
+            ctx.probe = ModelProbe(self.model, self._capture, target, layer, self.batch_size, reforward)
         with torch.no_grad():
             out = self.spec.weights(a, g, ctx)
             if self.spec.output == "map":

@@ -40,6 +40,10 @@ class Probe(Protocol):
         """Activation and gradient of the target score at this layer for ``inputs`` (rows as above)."""
         ...
 
+    def replaced_scores(self, activations: Tensor, rows: Tensor) -> Tensor:
+        """Target scores ``(B,)`` when this layer outputs ``activations`` (rows as above)."""
+        ...
+
 
 @dataclass
 class MethodContext:

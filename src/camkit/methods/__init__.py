@@ -4,6 +4,7 @@ Example:
     >>> from camkit.methods import GradCAM, LayerCAM, ScoreCAM, CAM
 """
 
+from camkit.methods import ablation as ablation
 from camkit.methods import activation as activation
 from camkit.methods import gradient as gradient
 from camkit.methods import score as score

@@ -1,0 +1,153 @@
+"""Re-running the model for perturbation and noise methods, without touching its state.
+
+:class:`ModelProbe` is what the engine hands a weight function as ``ctx.probe``. Every forward
+it runs is in eval mode (no BatchNorm update), with every other camkit hook paused.
+
+Methods that replace the target layer's output (AblationCAM, Recipro-CAM) call
+:meth:`ModelProbe.replaced_scores`. Its fast path runs the layers before the target once per
+sample and expands the batch at the target layer, so only the rest of the network runs on the
+modified activations. A skip connection that starts before the layer and joins after it still
+works when it broadcasts from one sample; anything else (e.g. a concatenation) raises, and the
+probe falls back to full forwards. The first call of each probe also checks the fast result
+against a full forward on two rows and keeps the full path if they differ.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from camkit.engine import Capture, eval_mode, paused
+
+__all__ = ["ModelProbe"]
+
+logger = logging.getLogger("camkit")
+
+REFORWARD_MODES = ("auto", "fast", "full")
+
+
+class ModelProbe:
+    """Re-runs the model for the method weighting target layer ``layer``.
+
+    Args:
+        model: the model.
+        capture: the capture whose hooks sit on the target layers.
+        target: the target that turns an output into per-row scalars.
+        layer: which target layer the calling weight function works on.
+        batch_size: how many perturbed inputs a method should send per forward.
+        reforward: ``"auto"`` (fast path, checked, with fallback), ``"fast"`` or ``"full"``.
+
+    Raises:
+        ValueError: for an unknown ``reforward`` mode.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        capture: Capture,
+        target: Any,
+        layer: int,
+        batch_size: int,
+        reforward: str = "auto",
+    ) -> None:
+        if reforward not in REFORWARD_MODES:
+            raise ValueError(f"reforward must be one of {REFORWARD_MODES}, got {reforward!r}")
+        self.model = model
+        self.capture = capture
+        self.target = target
+        self.layer = layer
+        self.batch_size = batch_size
+        self.reforward = reforward
+        self.path: str | None = None if reforward == "auto" else reforward
+
+    def scores(self, inputs: Tensor, rows: Tensor) -> Tensor:
+        """Target scores of ``inputs`` under ``inference_mode`` in eval mode, hooks paused.
+
+        Args:
+            inputs: a batch of (perturbed) inputs.
+            rows: sample index of each input row.
+
+        Returns:
+            ``(B,)`` scores.
+        """
+        with paused(), eval_mode(self.model), torch.inference_mode():
+            out = self.model(inputs)
+            return self.target(out, rows)  # type: ignore[no-any-return]
+
+    def gradients(self, inputs: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Activation and ``dY/dA`` at this layer for ``inputs``, in eval mode.
+
+        Args:
+            inputs: a batch of (noisy) inputs.
+            rows: sample index of each input row.
+
+        Returns:
+            The activation and its gradient, both detached.
+        """
+        with self.capture.recording() as rec, eval_mode(self.model), torch.enable_grad():
+            out = self.model(inputs)
+            score = self.target(out, rows).sum()
+            grads = rec.gradients(score)
+            return rec.activations()[self.layer], grads[self.layer].detach()
+
+    def _run_replaced(self, inputs: Tensor, activations: Tensor, rows: Tensor) -> Tensor:
+        with self.capture.replacing(self.layer, activations), eval_mode(self.model), torch.inference_mode():
+            return self.target(self.model(inputs), rows)  # type: ignore[no-any-return]
+
+    def _full(self, x: Tensor, activations: Tensor, rows: Tensor) -> Tensor:
+        return self._run_replaced(x[rows], activations, rows)
+
+    def _fast(self, x: Tensor, activations: Tensor, rows: Tensor) -> Tensor:
+        out: Tensor | None = None
+        for sample in torch.unique(rows).tolist():
+            pick = (rows == sample).nonzero().squeeze(1)
+            scores = self._run_replaced(x[sample : sample + 1], activations[pick], rows[pick])
+            if scores.shape != pick.shape:
+                raise RuntimeError(f"fast re-forward returned {tuple(scores.shape)} scores for {pick.numel()} rows")
+            if out is None:
+                out = scores.new_empty(rows.shape[0])
+            out[pick] = scores
+        if out is None:
+            raise RuntimeError("no rows to re-run")
+        return out
+
+    def replaced_scores(self, activations: Tensor, rows: Tensor) -> Tensor:
+        """Target scores when this layer outputs ``activations`` instead of its own output.
+
+        Args:
+            activations: ``(B, C, *S)`` replacement outputs, row ``b`` for sample ``rows[b]``.
+            rows: sample index of each row.
+
+        Returns:
+            ``(B,)`` scores.
+
+        Raises:
+            ValueError: when the model input was not captured.
+        """
+        x = self.capture.input
+        if x is None:
+            raise ValueError("re-running the model needs its input: run the forward after creating the extractor")
+        activations = activations.to(self.capture.sources()[self.layer].dtype)
+        if self.path == "full":
+            return self._full(x, activations, rows)
+        try:
+            fast = self._fast(x, activations, rows)
+        except RuntimeError as exc:
+            if self.reforward == "fast":
+                raise
+            logger.info("fast re-forward does not apply (%s); running full forwards", exc)
+            self.path = "full"
+            return self._full(x, activations, rows)
+        if self.path is None:
+            check = slice(0, min(2, rows.shape[0]))
+            full = self._full(x, activations[check], rows[check])
+            scale = float(full.abs().max()) + 1e-12
+            if not torch.allclose(fast[check], full, rtol=1e-4, atol=1e-5 * scale):
+                logger.info("fast re-forward disagrees with a full forward; running full forwards")
+                self.path = "full"
+                return self._full(x, activations, rows)
+            self.path = "fast"
+        return fast
