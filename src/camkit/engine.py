@@ -15,7 +15,6 @@ It is the only part of camkit that registers hooks. It knows no method by name.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
@@ -27,17 +26,14 @@ from torch.utils.hooks import RemovableHandle
 
 __all__ = [
     "Capture",
-    "LayerSpec",
     "candidate_layers",
     "eval_mode",
+    "guided_relus",
     "paused",
     "preserved_state",
-    "resolve_layers",
 ]
 
 logger = logging.getLogger("camkit")
-
-LayerSpec = nn.Module | str | Sequence[nn.Module | str] | None
 
 # Which camkit hooks may record: None = all of them; _NOBODY = none; a Capture = only that one.
 _GATE: ContextVar[object | None] = ContextVar("camkit_gate", default=None)
@@ -134,78 +130,37 @@ def candidate_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple
     return shapes
 
 
-def _auto_layer(model: nn.Module, input_shape: Sequence[int]) -> str:
-    shapes = candidate_layers(model, input_shape)
-    for name, shape in reversed(shapes):
-        if len(shape) == len(input_shape) + 1 and any(s != 1 for s in shape[2:]):
-            logger.warning("no target_layer given: using %r (output shape %s)", name, shape)
-            return name
-    raise ValueError(
-        f"no layer of the model outputs a spatial map for input_shape={tuple(input_shape)}; "
-        "pass target_layer explicitly (see model.named_modules())"
-    )
+class _PositiveGradient(torch.autograd.Function):
+    """Identity forward; backward lets only positive gradients through."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return grad.clamp(min=0)
 
 
-def _name_of(model: nn.Module, names: dict[str, nn.Module], layer: nn.Module | str) -> str:
-    if isinstance(layer, str):
-        if layer in names and layer:
-            return layer
-        keys = [k for k in names if k]
-        last = layer.rsplit(".", 1)[-1]
-        close = difflib.get_close_matches(layer, keys, n=5, cutoff=0.6)
-        close += [k for k in keys if (k.endswith("." + layer) or k.rsplit(".", 1)[-1] == last) and k not in close]
-        if close:
-            hint = f"; did you mean {', '.join(repr(c) for c in close[:6])}?"
-        else:
-            hint = f"; its top-level submodules are {', '.join(repr(k) for k in keys if '.' not in k)[:300]}"
-        raise ValueError(
-            f"target_layer {layer!r} is not a submodule name of {type(model).__name__}{hint} "
-            "(list them with `[n for n, _ in model.named_modules()]`)"
-        )
-    if isinstance(layer, nn.Module):
-        for name, module in names.items():
-            if module is layer and name:
-                return name
-        raise ValueError(
-            f"the module passed as target_layer ({type(layer).__name__}) is not a submodule of the model; "
-            "pass a module reached from the model itself (e.g. model.layer4) or its dotted name"
-        )
-    raise TypeError(
-        f"target_layer must be a module, a dotted name, a list of those or None; got {type(layer).__name__}"
-    )
+@contextlib.contextmanager
+def guided_relus(model: nn.Module) -> Iterator[None]:
+    """Guided backpropagation for the block (Springenberg et al., 2015).
 
-
-def resolve_layers(model: nn.Module, target_layer: LayerSpec, input_shape: Sequence[int]) -> list[str]:
-    """Turn ``target_layer`` (module, dotted name, list, or ``None``) into dotted names.
-
-    Args:
-        model: the model.
-        target_layer: what the user passed; ``None`` picks the last spatial layer by a dummy forward.
-        input_shape: input shape without batch dim, for the dummy forward.
-
-    Returns:
-        One dotted name per target layer.
-
-    Raises:
-        ValueError: for an unknown name (close candidates are listed) or a foreign module.
-        TypeError: for an argument of the wrong type.
+    Every ``nn.ReLU``/``nn.ReLU6`` passes back only positive gradients where its input was positive.
+    Implemented with forward hooks that wrap each ReLU module's output in an identity whose
+    backward clamps the gradient at 0, so the model's modules are never replaced. ReLUs called as
+    functions (``F.relu``) are not affected.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if target_layer is None:
-        return [_auto_layer(model, input_shape)]
-    names = dict(model.named_modules())
-    if isinstance(target_layer, (str, nn.Module)):
-        layers: list[nn.Module | str] = [target_layer]
-    elif isinstance(target_layer, (list, tuple)):
-        layers = list(target_layer)
-    else:
-        raise TypeError(
-            f"target_layer must be a module, a dotted name, a list of those or None; got {type(target_layer).__name__}"
-        )
-    if not layers:
-        raise ValueError("target_layer is an empty list: pass at least one layer")
-    return [_name_of(model, names, layer) for layer in layers]
+    handles = [
+        m.register_forward_hook(lambda _m, _i, out: _PositiveGradient.apply(out))
+        for m in model.modules()
+        if isinstance(m, (nn.ReLU, nn.ReLU6))
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class Capture:
@@ -407,4 +362,31 @@ class Capture:
                     "computed from, and pass the scores of the same forward"
                 )
             result.append(grad)
+        return result
+
+    def hessian_vector(self, grads: list[Tensor], retain_graph: bool = False) -> list[Tensor]:
+        r"""Hessian-vector products :math:`H A = \partial (g \cdot A) / \partial A` with ``A`` held fixed.
+
+        Args:
+            grads: gradients from :meth:`gradients` called with ``create_graph=True``.
+            retain_graph: keep the graph for another call.
+
+        Returns:
+            One tensor per target layer; zeros where the gradient does not depend on ``A``
+            (e.g. a piecewise-linear network after the layer).
+        """
+        sources = self.sources()
+        connected = [(i, g) for i, g in enumerate(grads) if g.requires_grad]
+        result = [torch.zeros_like(s) for s in sources]
+        if connected:
+            products = torch.autograd.grad(
+                [g for _, g in connected],
+                [sources[i] for i, _ in connected],
+                grad_outputs=[sources[i].detach() for i, _ in connected],
+                retain_graph=retain_graph,
+                allow_unused=True,
+            )
+            for (i, _), product in zip(connected, products, strict=True):
+                if product is not None:
+                    result[i] = product
         return result

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.engine import Capture, LayerSpec, preserved_state, resolve_layers
+from camkit.engine import Capture, preserved_state
+from camkit.layers import LayerSpec, resolve_layers
 from camkit.probe import ModelProbe
 from camkit.registry import MethodContext, MethodSpec, get_method
 from camkit.targets import ClassTarget, Target, logits_of
@@ -181,15 +182,19 @@ class CAMExtractor:
             raise ValueError(f"captured input batch {x.shape[0]} differs from activation batch {batch}")
         with preserved_state(self.model):
             grads: list[Tensor | None] = [None] * len(sources)
+            hvps: list[Tensor | None] = [None] * len(sources)
             if self.spec.needs_scores and self.spec.needs_gradients:
                 score = target(scores).sum()
-                grads = list(self._capture.gradients(score, retain_graph=retain_graph))
-            return [
-                self._map(i, src.detach(), g, target, normalized)
-                for i, (src, g) in enumerate(zip(sources, grads, strict=True))
-            ]
+                second = self.spec.needs_hvp
+                found = self._capture.gradients(score, retain_graph=retain_graph or second, create_graph=second)
+                if second:
+                    hvps = list(self._capture.hessian_vector(found, retain_graph=retain_graph))
+                grads = list(found)
+            return [self._map(i, src.detach(), grads[i], target, normalized, hvps[i]) for i, src in enumerate(sources)]
 
-    def _map(self, layer: int, a: Tensor, g: Tensor | None, target: Target, normalized: bool) -> Tensor:
+    def _map(
+        self, layer: int, a: Tensor, g: Tensor | None, target: Target, normalized: bool, hvp: Tensor | None = None
+    ) -> Tensor:
         reshape = self.options.get("reshape_transform")
         if reshape is not None:
             a = reshape(a)
@@ -204,7 +209,12 @@ class CAMExtractor:
         if g is not None:
             g = g.detach().to(a.dtype)
         ctx = MethodContext(
-            model=self.model, layer=layer, target=target, options=self.options, input=self._capture.input
+            model=self.model,
+            layer=layer,
+            target=target,
+            options=self.options,
+            input=self._capture.input,
+            hvp=None if hvp is None else hvp.detach().to(a.dtype),
         )
         if self.spec.needs_input:
             reforward = self.options.get("reforward", "auto")

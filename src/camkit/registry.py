@@ -56,6 +56,7 @@ class MethodContext:
         options: method options (``num_samples``, ``std``, ``fc_weight``, ``generator``, ...).
         input: the model input that produced ``A`` (methods registered with ``needs_input``).
         probe: re-runs the model for perturbation methods (``needs_input``).
+        hvp: the Hessian-vector product ``H A`` (methods registered with ``needs_hvp``).
     """
 
     model: Any
@@ -64,6 +65,7 @@ class MethodContext:
     options: Mapping[str, Any] = field(default_factory=dict)
     input: Tensor | None = None
     probe: Probe | None = None
+    hvp: Tensor | None = None
 
 
 WeightFn = Callable[[Tensor, "Tensor | None", MethodContext], Tensor]
@@ -86,6 +88,7 @@ class MethodSpec:
         output: ``"weights"`` (the function returns ``w`` for the combine step) or ``"map"`` (it
             returns the map ``(N, *S)`` itself, e.g. a projection on a principal component).
         stochastic: the result depends on random draws (tests compare such methods by shape only).
+        needs_hvp: the engine must also provide the Hessian-vector product ``H A`` (``ctx.hvp``).
     """
 
     name: str
@@ -99,6 +102,7 @@ class MethodSpec:
     family: str
     output: str = "weights"
     stochastic: bool = False
+    needs_hvp: bool = False
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -116,6 +120,7 @@ def register(
     family: str,
     output: str = "weights",
     stochastic: bool = False,
+    needs_hvp: bool = False,
 ) -> Callable[[WeightFn], WeightFn]:
     """Register a weight function under ``name``.
 
@@ -131,6 +136,7 @@ def register(
         family: ``"activation"``, ``"gradient"`` or ``"perturbation"``.
         output: ``"weights"`` or ``"map"`` (see :class:`MethodSpec`).
         stochastic: whether the result depends on random draws.
+        needs_hvp: whether the Hessian-vector product ``H A`` must be computed (implies gradients).
 
     Returns:
         A decorator that stores the function and returns it unchanged.
@@ -148,7 +154,7 @@ def register(
 
     def decorator(fn: WeightFn) -> WeightFn:
         _REGISTRY[name] = MethodSpec(
-            name, fn, needs_gradients, scores, needs_input, relu, summary, paper, family, output, stochastic
+            name, fn, needs_gradients, scores, needs_input, relu, summary, paper, family, output, stochastic, needs_hvp
         )
         return fn
 

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camkit.engine import LayerSpec
 from camkit.extractor import CAMExtractor
+from camkit.layers import LayerSpec
 from camkit.methods.activation import resolve_fc_weight
 
 __all__ = [

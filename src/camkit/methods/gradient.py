@@ -11,7 +11,7 @@ from torch import Tensor
 
 from camkit.registry import MethodContext, register
 
-__all__ = ["gradcam", "gradcampp", "layercam", "smoothgradcampp", "xgradcam"]
+__all__ = ["gradcam", "gradcampp", "layercam", "shapleycam", "smoothgradcampp", "xgradcam"]
 
 
 def _spatial_sum(x: Tensor) -> Tensor:
@@ -117,3 +117,21 @@ def smoothgradcampp(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
             moment += grad.pow(p).sum(0)
     g1, g2, g3 = (m / num_samples for m in moments)
     return _plusplus_weights(a, g1, g2, g3)
+
+
+@register(
+    "shapleycam",
+    needs_gradients=True,
+    needs_hvp=True,
+    family="gradient",
+    summary="ShapleyCAM: channel weights = spatial mean of g - H·A/2 (gradient and Hessian-vector product).",
+    paper="Cai et al., CAMs as Shapley Value-based Explainers, arXiv:2501.06261, 2025",
+)
+def shapleycam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+    r"""ShapleyCAM weights :math:`w_k = \frac{1}{|S|}\sum_{ij} \big(g_k(i,j) - \tfrac12 (H A)_k(i,j)\big)`.
+
+    :math:`H` is the Hessian of the target score with respect to the activation; for a
+    piecewise-linear network after the layer :math:`H A = 0` and ShapleyCAM equals Grad-CAM.
+    """
+    hvp = ctx.hvp if ctx.hvp is not None else torch.zeros_like(a)
+    return (_need(g) - 0.5 * hvp).flatten(2).mean(-1)
