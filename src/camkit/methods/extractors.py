@@ -267,7 +267,7 @@ class ScoreCAM(CAMExtractor):
         >>> model = resnet18().eval()
         >>> with ScoreCAM(model, "layer4", batch_size=64) as extractor:
         ...     with torch.inference_mode():
-        ...         _ = model(torch.rand(1, 3, 64, 64))
+        ...         _ = model(torch.rand(1, 3, 32, 32))
         ...     cams = extractor(class_idx=100)
     """
 
@@ -309,7 +309,7 @@ class SSCAM(ScoreCAM):
         >>> from torchvision.models import resnet18
         >>> model = resnet18().eval()
         >>> with SSCAM(model, "layer4", num_samples=2, batch_size=128) as extractor:
-        ...     _ = model(torch.rand(1, 3, 64, 64))
+        ...     _ = model(torch.rand(1, 3, 32, 32))
         ...     cams = extractor(class_idx=100)
     """
 
@@ -353,7 +353,7 @@ class ISCAM(ScoreCAM):
         >>> from torchvision.models import resnet18
         >>> model = resnet18().eval()
         >>> with ISCAM(model, "layer4", num_samples=2, batch_size=128) as extractor:
-        ...     _ = model(torch.rand(1, 3, 64, 64))
+        ...     _ = model(torch.rand(1, 3, 32, 32))
         ...     cams = extractor(class_idx=100)
     """
 
