@@ -21,29 +21,39 @@ from camkit.methods.extractors import LayerCAM as LayerCAM
 from camkit.methods.extractors import ScoreCAM as ScoreCAM
 from camkit.methods.extractors import SmoothGradCAMpp as SmoothGradCAMpp
 from camkit.methods.extractors import XGradCAM as XGradCAM
+from camkit.methods.factorization import deep_feature_factorization as deep_feature_factorization
 from camkit.methods.projection import FEM as FEM
 from camkit.methods.projection import KPCA_CAM as KPCA_CAM
 from camkit.methods.projection import EigenCAM as EigenCAM
 from camkit.methods.projection import EigenGradCAM as EigenGradCAM
 from camkit.methods.projection import RandomCAM as RandomCAM
 from camkit.methods.projection import SegEigenCAM as SegEigenCAM
+from camkit.methods.wrappers import SESS as SESS
+from camkit.methods.wrappers import FinerCAM as FinerCAM
+from camkit.methods.wrappers import FinerWeightedTarget as FinerWeightedTarget
+from camkit.methods.wrappers import RefineCAM as RefineCAM
 
 __all__ = [
     "CAM",
     "FEM",
     "ISCAM",
     "KPCA_CAM",
+    "SESS",
     "SSCAM",
     "EigenCAM",
     "EigenGradCAM",
+    "FinerCAM",
+    "FinerWeightedTarget",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMpp",
     "HiResCAM",
     "LayerCAM",
     "RandomCAM",
+    "RefineCAM",
     "ScoreCAM",
     "SegEigenCAM",
     "SmoothGradCAMpp",
     "XGradCAM",
+    "deep_feature_factorization",
 ]
