@@ -1,0 +1,260 @@
+"""The generic pytorch-grad-cam-style method class; each named class fixes its registry method.
+
+Pipeline of one call (pytorch-grad-cam's semantics, camkit's engine):
+
+1. one forward of the batch in eval mode (the train/eval flags are restored afterwards), with
+   hooks on the target layers for the length of the call only;
+2. the registry method's raw map per layer (``torch.autograd.grad`` for gradient methods, never
+   ``.backward()``, so no parameter's ``.grad`` changes);
+3. per layer: ReLU, per-image min-max, (bi/tri)linear resize to the input size;
+4. ReLU of the stacked layers, mean over layers, per-image min-max again.
+
+Everything stays a tensor on the model's device; ``__call__`` converts to numpy at the end
+(:meth:`CAMMethod.compute` returns the tensor).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from camkit import ops
+from camkit.engine import eval_mode
+from camkit.extractor import CAMExtractor
+from camkit.layers import LayerSpec, resolve_layers
+from camkit.registry import MethodSpec, get_method
+
+from ._adapter import PerSampleTarget, batched_target, detach_output, select_rows
+
+__all__ = ["AUG_FACTORS", "CAMMethod"]
+
+#: Intensity multipliers of ``aug_smooth`` (each with and without a horizontal flip: 6 variants).
+AUG_FACTORS = (0.9, 1.0, 1.1)
+
+
+def _check_batch_size(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"batch_size must be a positive int, got {value!r}")
+    return value
+
+
+class CAMMethod:
+    """A camkit registry method behind pytorch-grad-cam's constructor and call convention.
+
+    The named classes (``GradCAM``, ``ScoreCAM``, ...) fix ``method``; this class also takes any
+    registry name: ``CAMMethod(model, [layer], method="sscam", num_samples=8)``.
+
+    Args:
+        model: the model (never modified: train/eval flags restored, ``.grad`` untouched).
+        target_layers: list of modules (or dotted names); several layers are averaged.
+            ``None`` picks the last spatial layer by a dummy forward of the first input's shape.
+        reshape_transform: maps a layer's activations (and gradients) to ``(N, C, *S)``.
+        batch_size: keyword-only: inputs per forward for methods that re-run the model (ScoreCAM,
+            AblationCAM, ...); also an attribute (``cam.batch_size = 64``).
+        method: registry name (the named classes set it).
+        **kwargs: keyword-only method options (e.g. ``k`` of FEM); the named classes accept
+            pytorch-grad-cam's (listed in their ``defaults``).
+
+    Raises:
+        ValueError: for an unknown method or layer, a bad ``batch_size``.
+        TypeError: for an option the method does not take.
+
+    Example:
+        >>> import torch
+        >>> from torchvision.models import resnet18
+        >>> from camkit.compat.gradcam import GradCAM
+        >>> model = resnet18().eval()
+        >>> with GradCAM(model=model, target_layers=[model.layer4[-1]]) as cam:
+        ...     maps = cam(input_tensor=torch.rand(2, 3, 64, 64), targets=None)
+        >>> maps.shape, maps.dtype
+        ((2, 64, 64), dtype('float32'))
+    """
+
+    method: ClassVar[str] = ""
+    #: pytorch-grad-cam's extra constructor arguments of this method, with their defaults.
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    #: Arguments accepted for compatibility but not used, with the reason (a warning if not default).
+    ignored: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layers: LayerSpec,
+        reshape_transform: Callable[[Tensor], Tensor] | None = None,
+        *,
+        batch_size: int = 32,
+        method: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        name = method or self.method
+        if not name:
+            raise ValueError("pass method=<registry name>; see camkit.list_methods()")
+        if method is None:
+            unknown = sorted(set(kwargs) - set(self.defaults))
+            if unknown:
+                accepted = ", ".join(["reshape_transform", "batch_size", *self.defaults])
+                raise TypeError(f"{type(self).__name__} got unexpected argument(s) {unknown}; it accepts {accepted}")
+        if reshape_transform is not None and not callable(reshape_transform):
+            raise TypeError(f"reshape_transform must be callable or None, got {type(reshape_transform).__name__}")
+        self.spec: MethodSpec = get_method(name)
+        self.model = model
+        self.target_layers = target_layers
+        self.reshape_transform = reshape_transform
+        self.batch_size = batch_size
+        for key, reason in self.ignored.items():
+            if key in kwargs and kwargs[key] != self.defaults.get(key):
+                warnings.warn(f"{type(self).__name__}: {key}={kwargs[key]!r} is ignored: {reason}", stacklevel=2)
+        merged = {**self.defaults, **kwargs}
+        self.options: dict[str, Any] = {k: v for k, v in merged.items() if k not in self.ignored}
+        self.outputs: Any = None
+        # Validate the layers now (errors list the candidates); None is resolved at the first call.
+        self._layer_names: list[str] | None = None
+        if target_layers is not None:
+            self._layer_names = resolve_layers(model, target_layers, ())
+
+    @property
+    def batch_size(self) -> int:
+        """Inputs per forward for methods that re-run the model."""
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self._batch_size = _check_batch_size(value)
+
+    # lifecycle: hooks only live inside a call, so there is nothing left to release -------------
+    def __enter__(self) -> CAMMethod:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """pytorch-grad-cam's hook release; a no-op here: camkit's hooks never outlive a call."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(method={self.spec.name!r}, target_layers={self._layer_names})"
+
+    # computing -----------------------------------------------------------------------------
+    def __call__(
+        self,
+        input_tensor: Tensor,
+        targets: Sequence[PerSampleTarget] | None = None,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+    ) -> np.ndarray:
+        """Maps of ``input_tensor`` as a numpy array ``(N, *input spatial size)``, float32 in ``[0, 1]``.
+
+        Args:
+            input_tensor: the batch ``(N, C, H, W)`` (or ``(N, C, D, H, W)``).
+            targets: one per-image target per image (``ClassifierOutputTarget(281)``, ...), a single
+                target for all images, or ``None`` for each image's top class.
+            aug_smooth: average over horizontal flips × intensities (0.9, 1.0, 1.1).
+            eigen_smooth: first principal component of the weighted activations instead of their sum.
+
+        Returns:
+            The maps.
+        """
+        return self.compute(input_tensor, targets, aug_smooth, eigen_smooth).float().cpu().numpy()
+
+    def forward(
+        self, input_tensor: Tensor, targets: Sequence[PerSampleTarget] | None = None, eigen_smooth: bool = False
+    ) -> np.ndarray:
+        """pytorch-grad-cam's ``forward``: :meth:`__call__` without ``aug_smooth``."""
+        return self(input_tensor, targets, False, eigen_smooth)
+
+    def compute(
+        self,
+        input_tensor: Tensor,
+        targets: Sequence[PerSampleTarget] | None = None,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+    ) -> Tensor:
+        """Like :meth:`__call__` but returns the tensor, on the model's device.
+
+        Args:
+            input_tensor: the batch.
+            targets: see :meth:`__call__`.
+            aug_smooth: see :meth:`__call__`.
+            eigen_smooth: see :meth:`__call__`.
+
+        Returns:
+            The maps ``(N, *input spatial size)`` in ``[0, 1]``.
+
+        Raises:
+            TypeError: when ``input_tensor`` is not a batched tensor.
+        """
+        if not isinstance(input_tensor, Tensor) or input_tensor.ndim < 3:
+            shape = tuple(input_tensor.shape) if isinstance(input_tensor, Tensor) else type(input_tensor).__name__
+            raise TypeError(f"input_tensor must be a tensor (N, C, H, W) or (N, C, D, H, W), got {shape}")
+        x = input_tensor.to(self._device()) if self._device() is not None else input_tensor
+        if not aug_smooth:
+            maps, outputs = self._maps(x, targets, eigen_smooth)
+            self.outputs = outputs
+            return maps
+        return self._aug_smooth(x, targets, eigen_smooth)
+
+    def _device(self) -> torch.device | None:
+        for tensor in (*self.model.parameters(), *self.model.buffers()):
+            return tensor.device
+        return None
+
+    def _aug_smooth(self, x: Tensor, targets: Sequence[PerSampleTarget] | None, eigen_smooth: bool) -> Tensor:
+        n = x.shape[0]
+        variants = [(flip, f) for flip in (False, True) for f in AUG_FACTORS]
+        augmented = torch.cat([(x.flip(-1) if flip else x) * f for flip, f in variants])
+        many = None if targets is None else self._per_image(targets, n) * len(variants)
+        maps, outputs = self._maps(augmented, many, eigen_smooth)
+        maps = maps.view(len(variants), n, *maps.shape[1:])
+        maps = torch.stack([m.flip(-1) if flip else m for m, (flip, _) in zip(maps, variants, strict=True)])
+        plain = variants.index((False, 1.0))
+        self.outputs = select_rows(outputs, range(plain * n, (plain + 1) * n))
+        return maps.mean(dim=0)
+
+    @staticmethod
+    def _per_image(targets: Sequence[PerSampleTarget], n: int) -> list[PerSampleTarget]:
+        if callable(targets) or not isinstance(targets, Sequence):
+            raise TypeError(f"targets must be a list with one target per image (or None), got {type(targets).__name__}")
+        items = list(targets)
+        if len(items) == 1:
+            return items * n
+        if len(items) != n:
+            raise ValueError(f"got {len(items)} targets for {n} images: pass one target per image")
+        return items
+
+    def _layers(self, x: Tensor) -> list[str]:
+        if self._layer_names is None:
+            self._layer_names = resolve_layers(self.model, None, tuple(x.shape[1:]))
+        return self._layer_names
+
+    def _maps(self, x: Tensor, targets: Sequence[PerSampleTarget] | None, eigen_smooth: bool) -> tuple[Tensor, Any]:
+        """One forward, the raw maps of every layer, then pytorch-grad-cam's post-processing."""
+        names = self._layers(x)
+        options = dict(self.options)
+        options["eigen_smooth"] = eigen_smooth
+        if self.reshape_transform is not None:
+            options["reshape_transform"] = self.reshape_transform
+        grads = self.spec.needs_gradients
+        with (
+            torch.inference_mode(False),
+            torch.set_grad_enabled(grads),
+            eval_mode(self.model),
+            CAMExtractor(self.model, names, method=self.spec.name, batch_size=self.batch_size, **options) as ex,
+        ):
+            if grads and torch.is_inference(x):
+                x = x.clone()  # an inference tensor cannot enter a graph; its clone out of inference mode can
+            outputs = self.model(x)
+            target = batched_target(targets, outputs, x.shape[0])
+            cams = ex(scores=outputs, targets=target, normalized=False)
+        return self._postprocess(cams, x.shape[2:]), detach_output(outputs)
+
+    @staticmethod
+    def _postprocess(cams: list[Tensor], size: Sequence[int]) -> Tensor:
+        """ReLU, min-max and resize per layer; then ReLU, mean over layers and min-max."""
+        per_layer = [ops.upsample(ops.normalize(torch.relu(cam)), size) for cam in cams]
+        fused = torch.relu(torch.stack(per_layer, dim=1)).mean(dim=1)
+        return ops.normalize(fused)

@@ -1,0 +1,201 @@
+"""pytorch-grad-cam's image helpers (``pytorch_grad_cam.utils.image``) without OpenCV.
+
+The JET colormap is built here as OpenCV's ``COLORMAP_JET`` lookup table (piecewise linear, equal
+to ``cv2.applyColorMap`` within 1 per channel), so overlays look the same without the cv2
+dependency. Resizing uses torch's bilinear interpolation (cv2's ``INTER_LINEAR`` for 2-D maps,
+pytorch-grad-cam uses cubic ``scipy.ndimage.zoom`` for 3-D volumes; camkit: trilinear).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from camkit import ops
+
+__all__ = ["JET", "deprocess_image", "jet_table", "preprocess_image", "scale_cam_image", "show_cam_on_image"]
+
+#: OpenCV's id of the JET colormap (``cv2.COLORMAP_JET``), the default of :func:`show_cam_on_image`.
+JET = 2
+
+
+@lru_cache(maxsize=1)
+def _jet() -> np.ndarray:
+    value = np.arange(256, dtype=np.float64) / 255.0
+    # Each channel is a trapezoid of slope 4: B peaks on [1/8, 3/8], G on [3/8, 5/8], R on [5/8, 7/8].
+    channels = [np.clip(1.5 - np.abs(4.0 * value - centre), 0.0, 1.0) for centre in (1.0, 2.0, 3.0)]
+    table = np.rint(np.stack(channels, axis=1) * 255.0).astype(np.uint8)
+    table.setflags(write=False)
+    return table
+
+
+def jet_table() -> np.ndarray:
+    """OpenCV's JET colormap as a ``(256, 3)`` uint8 lookup table in **BGR** order (as cv2 uses).
+
+    Returns:
+        A read-only array: row ``i`` is the color of gray level ``i``.
+
+    Example:
+        >>> jet_table()[[0, 255]].tolist()
+        [[128, 0, 0], [0, 0, 128]]
+    """
+    return _jet()
+
+
+def _lookup_table(colormap: Any) -> np.ndarray:
+    if isinstance(colormap, str) and colormap.lower() == "jet":
+        return _jet()
+    if isinstance(colormap, (int, np.integer)) and not isinstance(colormap, bool):
+        if int(colormap) == JET:
+            return _jet()
+        raise ValueError(
+            f"colormap={colormap!r}: only OpenCV's COLORMAP_JET ({JET}) is built in; pass a (256, 3) uint8 "
+            "BGR lookup table for another colormap"
+        )
+    table = np.asarray(colormap)
+    if table.shape != (256, 3):
+        raise ValueError(f"colormap must be {JET} (JET), 'jet' or a (256, 3) BGR lookup table, got shape {table.shape}")
+    return table.astype(np.uint8)
+
+
+def _numpy(value: Any) -> np.ndarray:
+    if isinstance(value, Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def show_cam_on_image(
+    img: np.ndarray,
+    mask: np.ndarray,
+    use_rgb: bool = False,
+    colormap: Any = JET,
+    image_weight: float = 0.5,
+) -> np.ndarray:
+    r"""Overlay a map on an image as a JET heatmap.
+
+    .. math:: \mathrm{out} = 255 \cdot \frac{v}{\max v}, \quad
+              v = (1 - w)\,\mathrm{jet}(\lfloor 255\,m \rfloor) / 255 + w\,\mathrm{img}
+
+    Args:
+        img: the image, float ``(H, W, 3)`` in ``[0, 1]`` (RGB or BGR).
+        mask: the map ``(H, W)`` in ``[0, 1]`` (numpy or tensor).
+        use_rgb: the heatmap in RGB order (set it when ``img`` is RGB); default BGR, as OpenCV.
+        colormap: :data:`JET` (OpenCV's id), ``"jet"``, or a ``(256, 3)`` uint8 BGR lookup table.
+        image_weight: weight ``w`` of the image in the blend, in ``[0, 1]``.
+
+    Returns:
+        The overlay, uint8 ``(H, W, 3)``.
+
+    Raises:
+        ValueError: when ``img`` exceeds 1, ``image_weight`` is outside ``[0, 1]``, or the colormap is unknown.
+
+    Example:
+        >>> out = show_cam_on_image(np.zeros((2, 2, 3), np.float32), np.ones((2, 2), np.float32), use_rgb=True)
+        >>> out[0, 0].tolist()  # JET of 1.0 is dark red; the black image only darkens it
+        [255, 0, 0]
+    """
+    image = _numpy(img)
+    gray = (255 * _numpy(mask)).astype(np.uint8)
+    heatmap = _lookup_table(colormap)[gray]
+    if use_rgb:
+        heatmap = heatmap[..., ::-1]
+    heatmap = np.float32(heatmap) / 255
+    if np.max(image) > 1:
+        raise ValueError("img must be a float image with values in [0, 1] (np.float32(img) / 255)")
+    if image_weight < 0 or image_weight > 1:
+        raise ValueError(f"image_weight must be in [0, 1], got {image_weight}")
+    cam = (1 - image_weight) * heatmap + image_weight * image
+    cam = cam / np.max(cam)
+    out: np.ndarray = (255 * cam).astype(np.uint8)
+    return out
+
+
+def preprocess_image(
+    img: np.ndarray, mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5)
+) -> Tensor:
+    """Turn an ``(H, W, C)`` image into a normalized ``(1, C, H, W)`` tensor.
+
+    uint8 images are scaled by 1/255 (float images are used as they are, keeping their dtype),
+    then each channel becomes ``(x - mean) / std`` (torchvision's ``ToTensor`` + ``Normalize``).
+
+    Args:
+        img: the image ``(H, W, C)`` or ``(H, W)``.
+        mean: per-channel mean.
+        std: per-channel standard deviation.
+
+    Returns:
+        The batch of one image.
+
+    Example:
+        >>> preprocess_image(np.full((2, 2, 3), 255, np.uint8)).shape
+        torch.Size([1, 3, 2, 2])
+    """
+    array = np.array(img, copy=True)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    if tensor.dtype == torch.uint8:
+        tensor = tensor.to(torch.get_default_dtype()).div(255)
+    mean_t = torch.as_tensor(mean, dtype=tensor.dtype).view(-1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=tensor.dtype).view(-1, 1, 1)
+    return ((tensor - mean_t) / std_t).unsqueeze(0)
+
+
+def deprocess_image(img: np.ndarray) -> np.ndarray:
+    """Map any array (e.g. guided-backprop gradients) to a viewable uint8 image.
+
+    Standardize, scale the standard deviation to 0.1, centre on 0.5, clip to ``[0, 1]``, times 255.
+
+    Args:
+        img: the array.
+
+    Returns:
+        uint8 array of the same shape.
+
+    Example:
+        >>> deprocess_image(np.array([0.0, 1.0])).tolist()
+        [102, 152]
+    """
+    array = _numpy(img)
+    array = array - np.mean(array)
+    array = array / (np.std(array) + 1e-5)
+    array = np.clip(array * 0.1 + 0.5, 0, 1)
+    out: np.ndarray = (array * 255).astype(np.uint8)
+    return out
+
+
+def scale_cam_image(cam: np.ndarray, target_size: Sequence[int] | None = None) -> np.ndarray:
+    """Min-max normalize each map, then resize it (pytorch-grad-cam's helper).
+
+    Args:
+        cam: maps ``(N, h, w)`` or ``(N, d, h, w)``.
+        target_size: OpenCV order: ``(width, height)``, or ``(width, height, depth)`` for volumes;
+            ``None`` keeps the size.
+
+    Returns:
+        float32 maps ``(N, height, width)`` (or ``(N, depth, height, width)``).
+
+    Example:
+        >>> scale_cam_image(np.array([[[0.0, 2.0]]]), (4, 1)).round(3).tolist()
+        [[[0.0, 0.25, 0.75, 1.0]]]
+    """
+    maps = torch.as_tensor(np.asarray(cam, dtype=np.float32))
+    if maps.ndim < 2:
+        raise ValueError(f"cam must be a batch of maps (N, h, w), got shape {tuple(maps.shape)}")
+    flat = maps.flatten(1)
+    flat = flat - flat.amin(dim=1, keepdim=True)
+    flat = flat / (1e-7 + flat.amax(dim=1, keepdim=True))
+    maps = flat.view_as(maps)
+    if target_size is not None:
+        size = tuple(int(s) for s in target_size)[::-1]
+        if len(size) != maps.ndim - 1:
+            raise ValueError(f"target_size {tuple(target_size)} does not match maps of shape {tuple(maps.shape)}")
+        mode = ops.interpolation_mode(len(size))
+        maps = F.interpolate(maps.unsqueeze(1), size=size, mode=mode, align_corners=False).squeeze(1)
+    return maps.numpy()
