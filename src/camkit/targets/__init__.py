@@ -1,0 +1,52 @@
+"""Targets: which scalar of the model output a map explains.
+
+A target is any callable ``target(output, rows=None) -> Tensor`` returning one scalar per output
+row, shape ``(B,)``. ``rows`` says which original sample each output row belongs to (perturbation
+methods run many rows per sample); ``None`` means row ``b`` is sample ``b``. The engine
+differentiates the sum of these scalars, so per-sample targets cost one backward for the batch.
+
+The targets that subclass :class:`RowwiseTarget` compute each row's scalar from that row alone,
+the same way for every row. They therefore work both ways: on a batched output they return
+``(B,)``, and on ONE sample's output (e.g. 1-D logits, one detection dict) they return a scalar,
+which is how pytorch-grad-cam calls its targets (one per image, see
+:mod:`camkit.compat.gradcam`).
+
+Example:
+    >>> import torch
+    >>> ClassTarget([2, 0])(torch.tensor([[0.0, 1.0, 5.0], [3.0, 1.0, 0.0]]))
+    tensor([5., 3.])
+    >>> ClassifierOutputTarget(2)(torch.tensor([0.0, 1.0, 5.0]))  # one sample's logits
+    tensor(5.)
+"""
+
+from __future__ import annotations
+
+from camkit.targets.classification import BinaryClassifierOutputTarget as BinaryClassifierOutputTarget
+from camkit.targets.classification import ClassifierOutputReST as ClassifierOutputReST
+from camkit.targets.classification import ClassifierOutputSoftmaxTarget as ClassifierOutputSoftmaxTarget
+from camkit.targets.classification import ClassifierOutputTarget as ClassifierOutputTarget
+from camkit.targets.classification import ClassProbabilityTarget as ClassProbabilityTarget
+from camkit.targets.classification import ClassTarget as ClassTarget
+from camkit.targets.classification import RowwiseTarget as RowwiseTarget
+from camkit.targets.classification import Target as Target
+from camkit.targets.classification import logits_of as logits_of
+from camkit.targets.dense import FasterRCNNBoxScoreTarget as FasterRCNNBoxScoreTarget
+from camkit.targets.dense import SemanticSegmentationTarget as SemanticSegmentationTarget
+from camkit.targets.dense import SimilarityToConceptTarget as SimilarityToConceptTarget
+from camkit.targets.dense import box_iou as box_iou
+
+__all__ = [
+    "BinaryClassifierOutputTarget",
+    "ClassProbabilityTarget",
+    "ClassTarget",
+    "ClassifierOutputReST",
+    "ClassifierOutputSoftmaxTarget",
+    "ClassifierOutputTarget",
+    "FasterRCNNBoxScoreTarget",
+    "RowwiseTarget",
+    "SemanticSegmentationTarget",
+    "SimilarityToConceptTarget",
+    "Target",
+    "box_iou",
+    "logits_of",
+]
