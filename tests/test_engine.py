@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import camkit
-from camkit.engine import Capture, candidate_layers
+from camkit.capture import Capture
+from camkit.engine import candidate_layers
 from camkit.layers import resolve_layers
 from camkit.methods import GradCAM, LayerCAM, ScoreCAM
 from camkit.targets import ClassProbabilityTarget, ClassTarget

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.engine import Capture, preserved_state
+from camkit.capture import Capture
 from camkit.layers import LayerSpec, resolve_layers
 from camkit.probe import ModelProbe
 from camkit.registry import MethodContext, MethodSpec, get_method
@@ -58,6 +58,8 @@ class CAMExtractor:
     """
 
     method: ClassVar[str] = ""
+    #: also differentiate the score with respect to the model input (FullGrad's input term)
+    input_gradient: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -78,10 +80,14 @@ class CAMExtractor:
         self.spec: MethodSpec = get_method(name)
         self.model = model
         self.input_shape = tuple(input_shape)
+        if target_layer is None and self.spec.layers is not None:
+            target_layer = self.spec.layers(model)
         self.target_names = resolve_layers(model, target_layer, self.input_shape)
         self.batch_size = batch_size
         self.options = options
-        self._capture = Capture(model, self.target_names, capture_input=self.spec.needs_input)
+        self._capture = Capture(
+            model, self.target_names, capture_input=self.spec.needs_input, input_grad=self.input_gradient
+        )
         self._capture.enabled = enable_hooks
         self._capture.attach()
 
@@ -180,17 +186,18 @@ class CAMExtractor:
             )
         if x is not None and x.shape[0] != batch:
             raise ValueError(f"captured input batch {x.shape[0]} differs from activation batch {batch}")
-        with preserved_state(self.model):
-            grads: list[Tensor | None] = [None] * len(sources)
-            hvps: list[Tensor | None] = [None] * len(sources)
-            if self.spec.needs_scores and self.spec.needs_gradients:
-                score = target(scores).sum()
-                second = self.spec.needs_hvp
-                found = self._capture.gradients(score, retain_graph=retain_graph or second, create_graph=second)
-                if second:
-                    hvps = list(self._capture.hessian_vector(found, retain_graph=retain_graph))
-                grads = list(found)
-            return [self._map(i, src.detach(), grads[i], target, normalized, hvps[i]) for i, src in enumerate(sources)]
+        # Nothing here changes the model's flags: gradients come from autograd.grad, and every
+        # forward a method runs goes through ModelProbe, which restores the flags itself.
+        grads: list[Tensor | None] = [None] * len(sources)
+        hvps: list[Tensor | None] = [None] * len(sources)
+        if self.spec.needs_scores and self.spec.needs_gradients:
+            score = target(scores).sum()
+            second = self.spec.needs_hvp
+            found = self._capture.gradients(score, retain_graph=retain_graph or second, create_graph=second)
+            if second:
+                hvps = list(self._capture.hessian_vector(found, retain_graph=retain_graph))
+            grads = list(found)
+        return [self._map(i, src.detach(), grads[i], target, normalized, hvps[i]) for i, src in enumerate(sources)]
 
     def _map(
         self, layer: int, a: Tensor, g: Tensor | None, target: Target, normalized: bool, hvp: Tensor | None = None
@@ -211,6 +218,7 @@ class CAMExtractor:
         ctx = MethodContext(
             model=self.model,
             layer=layer,
+            layer_name=self.target_names[layer],
             target=target,
             options=self.options,
             input=self._capture.input,

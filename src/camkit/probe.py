@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camkit.engine import Capture, eval_mode, paused
+from camkit.capture import Capture
+from camkit.engine import eval_mode, paused
 
 __all__ = ["ModelProbe"]
 

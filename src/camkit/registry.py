@@ -52,6 +52,7 @@ class MethodContext:
     Attributes:
         model: the model being explained (read-only for methods).
         layer: index of the target layer being weighted.
+        layer_name: its dotted name in the model.
         target: the target object (what scalar is explained), see :mod:`camkit.targets`.
         options: method options (``num_samples``, ``std``, ``fc_weight``, ``generator``, ...).
         input: the model input that produced ``A`` (methods registered with ``needs_input``).
@@ -62,6 +63,7 @@ class MethodContext:
     model: Any
     layer: int
     target: Any
+    layer_name: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
     input: Tensor | None = None
     probe: Probe | None = None
@@ -89,6 +91,8 @@ class MethodSpec:
             returns the map ``(N, *S)`` itself, e.g. a projection on a principal component).
         stochastic: the result depends on random draws (tests compare such methods by shape only).
         needs_hvp: the engine must also provide the Hessian-vector product ``H A`` (``ctx.hvp``).
+        layers: the method's own default target layers (``model -> names``), used when the user
+            passes ``target_layer=None`` (FullGrad: every layer with a bias).
     """
 
     name: str
@@ -103,6 +107,7 @@ class MethodSpec:
     output: str = "weights"
     stochastic: bool = False
     needs_hvp: bool = False
+    layers: Callable[[Any], list[str]] | None = None
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -121,6 +126,7 @@ def register(
     output: str = "weights",
     stochastic: bool = False,
     needs_hvp: bool = False,
+    layers: Callable[[Any], list[str]] | None = None,
 ) -> Callable[[WeightFn], WeightFn]:
     """Register a weight function under ``name``.
 
@@ -137,6 +143,7 @@ def register(
         output: ``"weights"`` or ``"map"`` (see :class:`MethodSpec`).
         stochastic: whether the result depends on random draws.
         needs_hvp: whether the Hessian-vector product ``H A`` must be computed (implies gradients).
+        layers: the method's own default target layers, see :class:`MethodSpec`.
 
     Returns:
         A decorator that stores the function and returns it unchanged.
@@ -154,7 +161,19 @@ def register(
 
     def decorator(fn: WeightFn) -> WeightFn:
         _REGISTRY[name] = MethodSpec(
-            name, fn, needs_gradients, scores, needs_input, relu, summary, paper, family, output, stochastic, needs_hvp
+            name,
+            fn,
+            needs_gradients,
+            scores,
+            needs_input,
+            relu,
+            summary,
+            paper,
+            family,
+            output,
+            stochastic,
+            needs_hvp,
+            layers,
         )
         return fn
 

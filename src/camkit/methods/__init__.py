@@ -7,6 +7,7 @@ Example:
 from camkit.methods import ablation as ablation
 from camkit.methods import activation as activation
 from camkit.methods import elementwise as elementwise
+from camkit.methods import fullgrad as fullgrad
 from camkit.methods import gradient as gradient
 from camkit.methods import projection as projection
 from camkit.methods import score as score
@@ -22,6 +23,7 @@ from camkit.methods.extractors import ScoreCAM as ScoreCAM
 from camkit.methods.extractors import SmoothGradCAMpp as SmoothGradCAMpp
 from camkit.methods.extractors import XGradCAM as XGradCAM
 from camkit.methods.factorization import deep_feature_factorization as deep_feature_factorization
+from camkit.methods.fullgrad import FullGrad as FullGrad
 from camkit.methods.projection import FEM as FEM
 from camkit.methods.projection import KPCA_CAM as KPCA_CAM
 from camkit.methods.projection import EigenCAM as EigenCAM
@@ -44,6 +46,7 @@ __all__ = [
     "EigenGradCAM",
     "FinerCAM",
     "FinerWeightedTarget",
+    "FullGrad",
     "GradCAM",
     "GradCAMElementWise",
     "GradCAMpp",

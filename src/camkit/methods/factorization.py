@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.engine import Capture, eval_mode
+from camkit.capture import Capture
+from camkit.engine import eval_mode
 from camkit.layers import LayerSpec, resolve_layers
 
 __all__ = ["deep_feature_factorization", "nmf"]

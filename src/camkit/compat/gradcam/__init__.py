@@ -16,6 +16,13 @@ does not have yet raises :class:`NotImplementedError` naming the method, at the 
 (``from camkit.compat.gradcam import AblationCAM``), instead of a generic ``ImportError`` or a class
 that fails later. A method registered after this module was imported is picked up on first access.
 
+pytorch-grad-cam's classes that are not registry methods always exist here (:data:`META_CLASSES`):
+``FinerCAM``, ``RefineCAM`` and ``SESS`` take a ``base_method`` class of this front door and run
+camkit's Finer-CAM target, RefineCAM product and SESS on it; ``DeepFeatureFactorization`` and
+``GuidedBackpropReLUModel`` call :func:`camkit.methods.factorization.deep_feature_factorization` and
+:func:`camkit.methods.guided.guided_backprop` (``show_factorization_on_image`` is in
+``utils.image``). Same constructor and call signatures as pytorch-grad-cam 1.5.7.
+
 How camkit differs from pytorch-grad-cam 1.5.7 (on purpose):
 
 * the model is not modified: the forward runs in eval mode and the flags are restored; gradients
@@ -42,6 +49,7 @@ from camkit.registry import get_method
 from ._adapter import PerSampleTargets as PerSampleTargets
 from ._adapter import batched_target as batched_target
 from ._base import CAMMethod as CAMMethod
+from ._fullgrad import FullGradMethod
 
 #: pytorch-grad-cam class name → (camkit registry name, its extra constructor arguments + defaults).
 PEER_METHODS: Mapping[str, tuple[str, Mapping[str, Any]]] = MappingProxyType(
@@ -61,7 +69,6 @@ PEER_METHODS: Mapping[str, tuple[str, Mapping[str, Any]]] = MappingProxyType(
         "FEM": ("fem", {"k": 2}),
         "ShapleyCAM": ("shapleycam", {}),
         "RandomCAM": ("randomcam", {}),
-        "FinerCAM": ("finercam", {}),
         "SegEigenCAM": ("segeigencam", {}),
     }
 )
@@ -100,7 +107,8 @@ def _make_class(class_name: str) -> type[CAMMethod]:
         "__doc__": doc,
         "__module__": __name__,
     }
-    cls = type(class_name, (CAMMethod,), attrs)
+    base = FullGradMethod if class_name == "FullGrad" else CAMMethod
+    cls = type(class_name, (base,), attrs)
     globals()[class_name] = cls
     return cls
 
@@ -121,6 +129,16 @@ def available() -> list[str]:
 for _name in available():
     _make_class(_name)
 
+# The meta classes default to the GradCAM / GradCAMPlusPlus classes made above, so they come after.
+from ._extras import DeepFeatureFactorization as DeepFeatureFactorization  # noqa: E402
+from ._extras import GuidedBackpropReLUModel as GuidedBackpropReLUModel  # noqa: E402
+from ._meta import SESS as SESS  # noqa: E402
+from ._meta import FinerCAM as FinerCAM  # noqa: E402
+from ._meta import RefineCAM as RefineCAM  # noqa: E402
+
+#: pytorch-grad-cam's classes that are not one registry method (meta methods, factorization, guided backprop).
+META_CLASSES = ("FinerCAM", "RefineCAM", "SESS", "DeepFeatureFactorization", "GuidedBackpropReLUModel")
+
 
 def __getattr__(name: str) -> Any:
     if name in PEER_METHODS:
@@ -135,9 +153,15 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [  # the method classes follow, in pytorch-grad-cam's order
     "IGNORED_ARGUMENTS",
+    "META_CLASSES",
     "PEER_METHODS",
+    "SESS",
     "CAMMethod",
+    "DeepFeatureFactorization",
+    "FinerCAM",
+    "GuidedBackpropReLUModel",
     "PerSampleTargets",
+    "RefineCAM",
     "available",
     "batched_target",
     *available(),

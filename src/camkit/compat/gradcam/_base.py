@@ -28,6 +28,7 @@ from camkit.engine import eval_mode
 from camkit.extractor import CAMExtractor
 from camkit.layers import LayerSpec, resolve_layers
 from camkit.registry import MethodSpec, get_method
+from camkit.targets import Target
 
 from ._adapter import PerSampleTarget, batched_target, detach_output, select_rows
 
@@ -188,15 +189,24 @@ class CAMMethod:
         Raises:
             TypeError: when ``input_tensor`` is not a batched tensor.
         """
-        if not isinstance(input_tensor, Tensor) or input_tensor.ndim < 3:
-            shape = tuple(input_tensor.shape) if isinstance(input_tensor, Tensor) else type(input_tensor).__name__
-            raise TypeError(f"input_tensor must be a tensor (N, C, H, W) or (N, C, D, H, W), got {shape}")
-        x = input_tensor.to(self._device()) if self._device() is not None else input_tensor
+        x = self._prepare(input_tensor)
         if not aug_smooth:
             maps, outputs = self._maps(x, targets, eigen_smooth)
             self.outputs = outputs
             return maps
         return self._aug_smooth(x, targets, eigen_smooth)
+
+    def _prepare(self, input_tensor: Tensor) -> Tensor:
+        """Check that ``input_tensor`` is a batch and move it to the model's device.
+
+        Raises:
+            TypeError: when ``input_tensor`` is not a batched tensor.
+        """
+        if not isinstance(input_tensor, Tensor) or input_tensor.ndim < 3:
+            shape = tuple(input_tensor.shape) if isinstance(input_tensor, Tensor) else type(input_tensor).__name__
+            raise TypeError(f"input_tensor must be a tensor (N, C, H, W) or (N, C, D, H, W), got {shape}")
+        device = self._device()
+        return input_tensor.to(device) if device is not None else input_tensor
 
     def _device(self) -> torch.device | None:
         for tensor in (*self.model.parameters(), *self.model.buffers()):
@@ -233,6 +243,17 @@ class CAMMethod:
 
     def _maps(self, x: Tensor, targets: Sequence[PerSampleTarget] | None, eigen_smooth: bool) -> tuple[Tensor, Any]:
         """One forward, the raw maps of every layer, then pytorch-grad-cam's post-processing."""
+        cams, outputs = self._raw_maps(x, lambda out: batched_target(targets, out, x.shape[0]), eigen_smooth)
+        return self._postprocess(cams, x.shape[2:]), outputs
+
+    def _raw_maps(
+        self, x: Tensor, make_target: Callable[[Any], Target], eigen_smooth: bool
+    ) -> tuple[list[Tensor], Any]:
+        """One forward; the registry method's raw map of every layer for ``make_target(model output)``.
+
+        Returns:
+            The maps (one ``(N, *S_l)`` per layer, before ReLU and normalization) and the detached output.
+        """
         names = self._layers(x)
         options = dict(self.options)
         options["eigen_smooth"] = eigen_smooth
@@ -248,9 +269,8 @@ class CAMMethod:
             if grads and torch.is_inference(x):
                 x = x.clone()  # an inference tensor cannot enter a graph; its clone out of inference mode can
             outputs = self.model(x)
-            target = batched_target(targets, outputs, x.shape[0])
-            cams = ex(scores=outputs, targets=target, normalized=False)
-        return self._postprocess(cams, x.shape[2:]), detach_output(outputs)
+            cams = ex(scores=outputs, targets=make_target(outputs), normalized=False)
+        return cams, detach_output(outputs)
 
     @staticmethod
     def _postprocess(cams: list[Tensor], size: Sequence[int]) -> Tensor:
