@@ -33,7 +33,7 @@ import math
 import pathlib
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -66,14 +66,6 @@ from camkit.targets import ClassProbabilityTarget, ClassTarget
 from conftest import all_hooks
 
 CLASSES = [3, 7]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _registered(class_name: str) -> bool:

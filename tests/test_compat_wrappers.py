@@ -10,7 +10,6 @@ colors of show_factorization_on_image (the peer is compared with explicit colors
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -33,14 +32,6 @@ from camkit.methods.wrappers import FinerWeightedTarget
 from conftest import all_hooks, tiny_cnn
 
 CLASSES = [3, 7]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _peer() -> Any:

@@ -9,7 +9,7 @@ the target layer. Every comparison is float64 with a relative error of at most 1
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -24,15 +24,6 @@ DTYPE = torch.float64
 CLASSES = [0, 2]  # one class per sample of the batch of two
 
 Weights = list[Any]  # one float (or one spatial tensor, for LayerCAM) per channel
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """These models are tiny: one thread is fastest, and avoids OpenMP spin-waits on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------------------------------
