@@ -156,3 +156,17 @@ def test_disable_hooks_ignores_forwards() -> None:
             extractor(0, model(torch.rand(1, 3, 8, 8)))
         extractor.enable_hooks()
         assert extractor(0, model(torch.rand(1, 3, 8, 8)))[0].shape == (1, 8, 8)
+
+
+def test_progress_line_for_perturbation_methods(capsys: pytest.CaptureFixture[str]) -> None:
+    model = tiny_cnn().eval()
+    x = torch.rand(1, 3, 8, 8)
+    with ScoreCAM(model, "3", batch_size=2, progress=True) as extractor:
+        model(x)
+        extractor(0)
+    err = capsys.readouterr().err
+    assert "masked forwards: 4/4 (100%)" in err
+    with ScoreCAM(model, "3", batch_size=2) as extractor:  # default: only on a terminal
+        model(x)
+        extractor(0)
+    assert capsys.readouterr().err == ""

@@ -37,6 +37,7 @@ class CAMExtractor:
         batch_size: inputs per forward for methods that re-run the model.
         enable_hooks: start with the hooks recording.
         **options: method options (``num_samples``, ``std``, ``generator``, ``fc_weight``, ...), and:
+            ``progress=True|False``: progress line for long perturbation runs (default: on a terminal);
             ``reforward="auto"|"fast"|"full"``: how AblationCAM-like methods re-run the network
             (see :mod:`camkit.probe`); ``reshape_transform=fn``: maps activations and gradients to
             ``(N, C, *S)`` (e.g. ViT tokens to a grid) before weighting; ``eigen_smooth=True``:
@@ -226,7 +227,8 @@ class CAMExtractor:
         )
         if self.spec.needs_input:
             reforward = self.options.get("reforward", "auto")
-            ctx.probe = ModelProbe(self.model, self._capture, target, layer, self.batch_size, reforward)
+            progress = self.options.get("progress")
+            ctx.probe = ModelProbe(self.model, self._capture, target, layer, self.batch_size, reforward, progress)
         with torch.no_grad():
             out = self.spec.weights(a, g, ctx)
             if self.spec.output == "map":

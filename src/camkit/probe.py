@@ -15,6 +15,7 @@ against a full forward on two rows and keeps the full path if they differ.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 
 from camkit.capture import Capture
 from camkit.engine import eval_mode, paused
+from camkit.progress import Progress
 
 __all__ = ["ModelProbe"]
 
@@ -40,6 +42,8 @@ class ModelProbe:
         layer: which target layer the calling weight function works on.
         batch_size: how many perturbed inputs a method should send per forward.
         reforward: ``"auto"`` (fast path, checked, with fallback), ``"fast"`` or ``"full"``.
+        progress: draw a progress line for :meth:`chunks` (``None``: only on a terminal, and only
+            for runs of at least 10 forwards).
 
     Raises:
         ValueError: for an unknown ``reforward`` mode.
@@ -53,6 +57,7 @@ class ModelProbe:
         layer: int,
         batch_size: int,
         reforward: str = "auto",
+        progress: bool | None = None,
     ) -> None:
         if reforward not in REFORWARD_MODES:
             raise ValueError(f"reforward must be one of {REFORWARD_MODES}, got {reforward!r}")
@@ -63,6 +68,33 @@ class ModelProbe:
         self.batch_size = batch_size
         self.reforward = reforward
         self.path: str | None = None if reforward == "auto" else reforward
+        self.progress = progress
+
+    def chunks(self, rows: int, repeat: int = 1, label: str = "forwards") -> Iterator[tuple[int, slice]]:
+        """Split ``rows`` perturbed inputs into forwards of ``batch_size``, ``repeat`` times over.
+
+        Draws a progress line while it runs (see ``progress``).
+
+        Args:
+            rows: number of perturbed inputs per repeat.
+            repeat: how many times the whole set is run (e.g. noise samples).
+            label: what the progress line counts.
+
+        Yields:
+            ``(repeat index, slice of rows)``.
+        """
+        per_repeat = -(-rows // self.batch_size)
+        enabled = self.progress
+        if enabled is None and per_repeat * repeat < 10:
+            enabled = False
+        bar = Progress(per_repeat * repeat, label, enabled)
+        try:
+            for index in range(repeat):
+                for start in range(0, rows, self.batch_size):
+                    yield index, slice(start, min(start + self.batch_size, rows))
+                    bar.update(1)
+        finally:
+            bar.close()
 
     def scores(self, inputs: Tensor, rows: Tensor) -> Tensor:
         """Target scores of ``inputs`` under ``inference_mode`` in eval mode, hooks paused.

@@ -11,7 +11,7 @@ the engine then combines ``sum_k w_k A_k`` in one broadcast step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +42,10 @@ class Probe(Protocol):
 
     def replaced_scores(self, activations: Tensor, rows: Tensor) -> Tensor:
         """Target scores ``(B,)`` when this layer outputs ``activations`` (rows as above)."""
+        ...
+
+    def chunks(self, rows: int, repeat: int = 1, label: str = "forwards") -> Iterator[tuple[int, slice]]:
+        """``(repeat index, slice)`` of ``batch_size`` rows, with a progress line on long runs."""
         ...
 
 

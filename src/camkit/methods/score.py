@@ -53,12 +53,10 @@ def _score_weights(a: Tensor, ctx: MethodContext, num_samples: int, transform: M
     baseline = probe.scores(x, torch.arange(n, device=x.device)).to(a.dtype)
     total = torch.zeros(n * c, dtype=a.dtype, device=a.device)
     size = x.shape[2:]
-    for sample in range(num_samples):
-        for start in range(0, n * c, probe.batch_size):
-            part = slice(start, start + probe.batch_size)
-            mask = transform(upsample(masks[part], size), sample).to(x.dtype)
-            scores = probe.scores(mask * x[rows[part]], rows[part]).to(a.dtype)
-            total[part] += scores - baseline[rows[part]]
+    for sample, part in probe.chunks(n * c, num_samples, label="masked forwards"):
+        mask = transform(upsample(masks[part], size), sample).to(x.dtype)
+        scores = probe.scores(mask * x[rows[part]], rows[part]).to(a.dtype)
+        total[part] += scores - baseline[rows[part]]
     return torch.softmax(total.view(n, c) / num_samples, dim=1)
 
 
