@@ -11,6 +11,8 @@ from camkit.methods import fullgrad as fullgrad
 from camkit.methods import gradient as gradient
 from camkit.methods import projection as projection
 from camkit.methods import score as score
+from camkit.methods.ablation import AblationCAM as AblationCAM
+from camkit.methods.ablation import ReciproCAM as ReciproCAM
 from camkit.methods.elementwise import GradCAMElementWise as GradCAMElementWise
 from camkit.methods.elementwise import HiResCAM as HiResCAM
 from camkit.methods.extractors import CAM as CAM
@@ -24,6 +26,7 @@ from camkit.methods.extractors import SmoothGradCAMpp as SmoothGradCAMpp
 from camkit.methods.extractors import XGradCAM as XGradCAM
 from camkit.methods.factorization import deep_feature_factorization as deep_feature_factorization
 from camkit.methods.fullgrad import FullGrad as FullGrad
+from camkit.methods.gradient import ShapleyCAM as ShapleyCAM
 from camkit.methods.projection import FEM as FEM
 from camkit.methods.projection import KPCA_CAM as KPCA_CAM
 from camkit.methods.projection import EigenCAM as EigenCAM
@@ -42,6 +45,7 @@ __all__ = [
     "KPCA_CAM",
     "SESS",
     "SSCAM",
+    "AblationCAM",
     "EigenCAM",
     "EigenGradCAM",
     "FinerCAM",
@@ -53,9 +57,11 @@ __all__ = [
     "HiResCAM",
     "LayerCAM",
     "RandomCAM",
+    "ReciproCAM",
     "RefineCAM",
     "ScoreCAM",
     "SegEigenCAM",
+    "ShapleyCAM",
     "SmoothGradCAMpp",
     "XGradCAM",
     "deep_feature_factorization",

@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from camkit.extractor import CAMExtractor
 from camkit.registry import MethodContext, Probe, register
 
-__all__ = ["ablationcam", "reciprocam"]
+__all__ = ["AblationCAM", "ReciproCAM", "ablationcam", "reciprocam"]
 
 
 def _probe(ctx: MethodContext, name: str) -> Probe:
@@ -104,3 +105,38 @@ def reciprocam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
         acts = a[rows[part]] * masks[which[part]].unsqueeze(1)
         out[part] = probe.replaced_scores(acts, rows[part]).to(a.dtype)
     return out.view(n, *spatial)
+
+
+class AblationCAM(CAMExtractor):
+    r"""Ablation-CAM, TorchCAM-style: :math:`w_k = (Y - Y_{A_k=0}) / Y`; ``scores`` not needed.
+
+    Options: ``batch_size`` (ablated activations per forward), ``ablation_value`` (default 0),
+    ``reforward`` (``"auto"``: re-run only the layers after the target layer, checked, with a
+    fallback to full forwards), ``progress``. Desai & Ramaswamy, WACV 2020.
+
+    Example:
+        >>> from torchvision.models import resnet18
+        >>> model = resnet18().eval()
+        >>> with AblationCAM(model, "layer4", batch_size=512) as extractor:
+        ...     _ = model(torch.rand(1, 3, 64, 64))
+        ...     cams = extractor(class_idx=3)
+    """
+
+    method = "ablationcam"
+
+
+class ReciproCAM(CAMExtractor):
+    r"""Recipro-CAM, TorchCAM-style: :math:`L(i,j) = Y(A \odot M_{ij})`; ``scores`` not needed.
+
+    Options: ``kernel`` (``"gaussian"`` or ``"point"``), ``batch_size``, ``reforward``,
+    ``progress``. Byun & Lee, 2022.
+
+    Example:
+        >>> from torchvision.models import resnet18
+        >>> model = resnet18().eval()
+        >>> with ReciproCAM(model, "layer4", batch_size=64) as extractor:
+        ...     _ = model(torch.rand(1, 3, 64, 64))
+        ...     cams = extractor(class_idx=3)
+    """
+
+    method = "reciprocam"

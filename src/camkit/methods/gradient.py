@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from camkit.extractor import CAMExtractor
 from camkit.registry import MethodContext, register
 
-__all__ = ["gradcam", "gradcampp", "layercam", "shapleycam", "smoothgradcampp", "xgradcam"]
+__all__ = ["ShapleyCAM", "gradcam", "gradcampp", "layercam", "shapleycam", "smoothgradcampp", "xgradcam"]
 
 
 def _spatial_sum(x: Tensor) -> Tensor:
@@ -135,3 +136,19 @@ def shapleycam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
     """
     hvp = ctx.hvp if ctx.hvp is not None else torch.zeros_like(a)
     return (_need(g) - 0.5 * hvp).flatten(2).mean(-1)
+
+
+class ShapleyCAM(CAMExtractor):
+    r"""ShapleyCAM, TorchCAM-style: :math:`w_k = \mathrm{mean}_{ij}(g - \tfrac12 H A)`; needs ``scores``.
+
+    The engine takes the gradient with ``create_graph=True`` and one more ``autograd.grad`` for
+    the Hessian-vector product. Cai et al., arXiv:2501.06261, 2025.
+
+    Example:
+        >>> from torchvision.models import resnet18
+        >>> model = resnet18().eval()
+        >>> with ShapleyCAM(model, "layer4") as extractor:
+        ...     cams = extractor(3, model(torch.rand(1, 3, 64, 64)))
+    """
+
+    method = "shapleycam"
