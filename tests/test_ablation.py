@@ -164,3 +164,24 @@ def test_ablation_value_option() -> None:
     other = _run(model, "ablationcam", x, [0], ablation_value=-5.0)
     assert not torch.allclose(zero, other)
     assert F.relu(other).shape == zero.shape
+
+
+def test_fast_path_packs_more_rows_per_forward() -> None:
+    model = _tiny()
+    x = torch.rand(1, 3, 6, 6, dtype=torch.float64)
+    calls: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[0]))
+    try:
+        fast = _run(model, "ablationcam", x, [2], batch_size=1)
+        fast_calls = calls[1:]  # minus the user's forward
+        calls.clear()
+        full = _run(model, "ablationcam", x, [2], batch_size=1, reforward="full")
+        full_calls = calls[1:]
+    finally:
+        handle.remove()
+    torch.testing.assert_close(fast, full, rtol=1e-9, atol=1e-12)
+    # full path: one forward per channel (6) plus the base score. Fast path: the first channel,
+    # checked against a full forward, then the 5 others in one forward of the layers after the
+    # target (the prefix runs on the one sample), then the base score.
+    assert full_calls == [1] * 7
+    assert fast_calls == [1, 1, 1, 1]

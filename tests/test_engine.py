@@ -165,7 +165,7 @@ def test_progress_line_for_perturbation_methods(capsys: pytest.CaptureFixture[st
         model(x)
         extractor(0)
     err = capsys.readouterr().err
-    assert "masked forwards: 4/4 (100%)" in err
+    assert "masked inputs: 8/8 (100%)" in err
     with ScoreCAM(model, "3", batch_size=2) as extractor:  # default: only on a terminal
         model(x)
         extractor(0)

@@ -31,6 +31,9 @@ logger = logging.getLogger("camkit")
 
 REFORWARD_MODES = ("auto", "fast", "full")
 
+#: On the fast re-forward path, replaced activations per forward are capped at this many bytes.
+FAST_CHUNK_BYTES = 64 * 2**20
+
 
 class ModelProbe:
     """Re-runs the model for the method weighting target layer ``layer``.
@@ -69,30 +72,44 @@ class ModelProbe:
         self.reforward = reforward
         self.path: str | None = None if reforward == "auto" else reforward
         self.progress = progress
+        self.fast_chunk_bytes = FAST_CHUNK_BYTES
 
-    def chunks(self, rows: int, repeat: int = 1, label: str = "forwards") -> Iterator[tuple[int, slice]]:
-        """Split ``rows`` perturbed inputs into forwards of ``batch_size``, ``repeat`` times over.
+    def chunks(
+        self, rows: int, repeat: int = 1, label: str = "inputs", row_bytes: int | None = None
+    ) -> Iterator[tuple[int, slice]]:
+        """Split ``rows`` perturbed inputs into forwards, ``repeat`` times over.
 
-        Draws a progress line while it runs (see ``progress``).
+        Each forward gets ``batch_size`` rows. Methods that replace the target layer's output
+        pass ``row_bytes`` (the size of one replaced activation): once :meth:`replaced_scores` has
+        settled on the fast path, a forward runs only the layers after the target layer, so it
+        takes as many rows as fit in ``fast_chunk_bytes`` (at least ``batch_size``). A progress
+        line is drawn while it runs (see ``progress``).
 
         Args:
             rows: number of perturbed inputs per repeat.
             repeat: how many times the whole set is run (e.g. noise samples).
             label: what the progress line counts.
+            row_bytes: bytes of one replaced activation (replacement methods only).
 
         Yields:
             ``(repeat index, slice of rows)``.
         """
-        per_repeat = -(-rows // self.batch_size)
+        forwards = -(-rows // self.batch_size) * repeat
         enabled = self.progress
-        if enabled is None and per_repeat * repeat < 10:
+        if enabled is None and forwards < 10:
             enabled = False
-        bar = Progress(per_repeat * repeat, label, enabled)
+        bar = Progress(rows * repeat, label, enabled)
         try:
             for index in range(repeat):
-                for start in range(0, rows, self.batch_size):
-                    yield index, slice(start, min(start + self.batch_size, rows))
-                    bar.update(1)
+                start = 0
+                while start < rows:
+                    size = self.batch_size
+                    if row_bytes and self.path == "fast":
+                        size = max(size, self.fast_chunk_bytes // max(row_bytes, 1))
+                    stop = min(start + size, rows)
+                    yield index, slice(start, stop)
+                    bar.update(stop - start)
+                    start = stop
         finally:
             bar.close()
 

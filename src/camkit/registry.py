@@ -44,8 +44,10 @@ class Probe(Protocol):
         """Target scores ``(B,)`` when this layer outputs ``activations`` (rows as above)."""
         ...
 
-    def chunks(self, rows: int, repeat: int = 1, label: str = "forwards") -> Iterator[tuple[int, slice]]:
-        """``(repeat index, slice)`` of ``batch_size`` rows, with a progress line on long runs."""
+    def chunks(
+        self, rows: int, repeat: int = 1, label: str = "inputs", row_bytes: int | None = None
+    ) -> Iterator[tuple[int, slice]]:
+        """``(repeat index, slice)`` of rows per forward, with a progress line on long runs."""
         ...
 
 

@@ -42,7 +42,8 @@ def ablationcam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
     rows = torch.arange(n, device=a.device).repeat_interleave(c)
     channels = torch.arange(c, device=a.device).repeat(n)
     ablated = torch.empty(n * c, dtype=a.dtype, device=a.device)
-    for _, part in probe.chunks(n * c, label="ablationcam forwards"):
+    row_bytes = a[0].numel() * a.element_size()
+    for _, part in probe.chunks(n * c, label="ablated channels", row_bytes=row_bytes):
         acts = a[rows[part]].clone()
         acts[torch.arange(acts.shape[0], device=a.device), channels[part]] = value
         ablated[part] = probe.replaced_scores(acts, rows[part]).to(a.dtype)
@@ -101,7 +102,8 @@ def reciprocam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
     rows = torch.arange(n, device=a.device).repeat_interleave(positions)
     which = torch.arange(positions, device=a.device).repeat(n)
     out = torch.empty(n * positions, dtype=a.dtype, device=a.device)
-    for _, part in probe.chunks(n * positions, label="reciprocam forwards"):
+    row_bytes = a[0].numel() * a.element_size()
+    for _, part in probe.chunks(n * positions, label="masked positions", row_bytes=row_bytes):
         acts = a[rows[part]] * masks[which[part]].unsqueeze(1)
         out[part] = probe.replaced_scores(acts, rows[part]).to(a.dtype)
     return out.view(n, *spatial)

@@ -53,7 +53,7 @@ def _score_weights(a: Tensor, ctx: MethodContext, num_samples: int, transform: M
     baseline = probe.scores(x, torch.arange(n, device=x.device)).to(a.dtype)
     total = torch.zeros(n * c, dtype=a.dtype, device=a.device)
     size = x.shape[2:]
-    for sample, part in probe.chunks(n * c, num_samples, label="masked forwards"):
+    for sample, part in probe.chunks(n * c, num_samples, label="masked inputs"):
         mask = transform(upsample(masks[part], size), sample).to(x.dtype)
         scores = probe.scores(mask * x[rows[part]], rows[part]).to(a.dtype)
         total[part] += scores - baseline[rows[part]]
