@@ -39,16 +39,19 @@ def ablationcam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
     probe = _probe(ctx, "ablationcam")
     value = float(ctx.options.get("ablation_value", 0.0))
     n, c = a.shape[:2]
-    rows = torch.arange(n, device=a.device).repeat_interleave(c)
-    channels = torch.arange(c, device=a.device).repeat(n)
-    ablated = torch.empty(n * c, dtype=a.dtype, device=a.device)
+    # rows 0..N*C-1 ablate channel k of sample n; the last N rows are the unablated activations
+    # (the base score), so they travel in the same forwards as the ablations.
+    rows = torch.cat([torch.arange(n, device=a.device).repeat_interleave(c), torch.arange(n, device=a.device)])
+    channels = torch.cat([torch.arange(c, device=a.device).repeat(n), torch.full((n,), -1, device=a.device)])
+    scores = torch.empty(n * (c + 1), dtype=a.dtype, device=a.device)
     row_bytes = a[0].numel() * a.element_size()
-    for _, part in probe.chunks(n * c, label="ablated channels", row_bytes=row_bytes):
+    for _, part in probe.chunks(n * (c + 1), label="ablated channels", row_bytes=row_bytes):
         acts = a[rows[part]].clone()
-        acts[torch.arange(acts.shape[0], device=a.device), channels[part]] = value
-        ablated[part] = probe.replaced_scores(acts, rows[part]).to(a.dtype)
-    base = probe.replaced_scores(a, torch.arange(n, device=a.device)).to(a.dtype).unsqueeze(1)
-    return (base - ablated.view(n, c)) / base
+        ablate = (channels[part] >= 0).nonzero().squeeze(1)
+        acts[ablate, channels[part][ablate]] = value
+        scores[part] = probe.replaced_scores(acts, rows[part]).to(a.dtype)
+    base = scores[n * c :].unsqueeze(1)
+    return (base - scores[: n * c].view(n, c)) / base
 
 
 def _position_masks(spatial: tuple[int, ...], kernel: str, dtype: torch.dtype, device: torch.device) -> Tensor:
