@@ -342,7 +342,11 @@ class Scaled:
 
 
 # Methods whose comparison needs more than the default call (see the module docstring).
-SLOW_ON_BIG_NETS = {"ScoreCAM", "AblationCAM"}  # ~1000 forwards: compared on tiny_cnn below
+# ScoreCAM's masks are upsampled differently (pytorch-grad-cam: align_corners=True, normalized after
+# upsampling; camkit: normalized, then align_corners=False), which moves maps by ~1e-3 at layer4's
+# 32x upsampling; both are compared exactly where that cannot matter, on tiny_cnn below.
+# AblationCAM is compared here on both nets (camkit re-runs only what follows the layer).
+UPSAMPLES_DIFFERENTLY = {"ScoreCAM"}
 STOCHASTIC = {"RandomCAM"}
 # Scale of the target for methods where the peer's epsilons (1e-6 in the Grad-CAM++ alpha, 1e-7 in
 # every per-channel min-max of FullGrad) are not small against this random net's values; camkit's
@@ -357,10 +361,8 @@ def test_against_peer(name: str, net: Any, images: torch.Tensor, peer_signs: Non
         pytest.skip(f"{name}: camkit's registry has no {PEER_METHODS[name][0]!r} yet")
     if not hasattr(peer, name):
         pytest.skip(f"pytorch-grad-cam 1.5.7 has no {name}")
-    if name in SLOW_ON_BIG_NETS:
-        pytest.skip(
-            f"{name} re-runs the network per channel: compared on a small CNN in test_perturbation_against_peer"
-        )
+    if name in UPSAMPLES_DIFFERENTLY:
+        pytest.skip(f"{name}: mask upsampling differs on purpose; compared in test_perturbation_against_peer")
     model, layers = net
     peer_model = copy.deepcopy(model)
     if name in SCALED_TARGET:
