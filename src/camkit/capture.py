@@ -2,7 +2,7 @@
 
 * The forward hook hands the rest of the network a *copy* of the layer output, so an in-place op
   after the layer (``ReLU(inplace=True)``) cannot change what was captured or its gradient.
-* Gradients come from :func:`torch.autograd.grad` — never ``.backward()`` — so no parameter's
+* Gradients come from :func:`torch.autograd.grad` — never ``Tensor.backward`` — so no parameter's
   ``.grad`` is touched and the backward stops at the target layers.
 * Hooks record only when the engine's gate allows it (see :func:`camkit.engine.paused`).
 """

@@ -1,15 +1,14 @@
-"""The engine: hooks, captured state, gradients, model-state restore and layer resolution.
+"""The engine: the hook gate, model-state restore, layer listing and guided ReLUs.
 
-It is the only part of camkit that registers hooks. It knows no method by name.
+With :mod:`camkit.capture` (the target-layer hooks and their gradients) it is the only part of
+camkit that registers hooks. It knows no method by name.
 
-* :class:`Capture` hooks the target layers, keeps each layer's output (and, on request, the
-  model input), and computes ``dY/dA`` with :func:`torch.autograd.grad` — never ``.backward()``,
-  so no parameter's ``.grad`` is touched and the backward stops at the target layers.
-* The forward hook hands the rest of the network a *copy* of the layer output, so an in-place op
-  after the layer (``ReLU(inplace=True)``) cannot change what was captured or its gradient.
-* :func:`preserved_state` restores train/eval flags and ``requires_grad`` on exit, exceptions
-  included; :func:`paused` makes every camkit hook ignore forwards run inside it (dummy forwards,
+* :func:`paused` makes every camkit hook ignore the forwards run inside it (dummy forwards,
   perturbation forwards), so two extractors on one model never overwrite each other.
+* :func:`preserved_state` / :func:`eval_mode` restore train/eval flags and ``requires_grad`` on
+  exit, exceptions included.
+* :func:`candidate_layers` lists every submodule's output shape for one dummy input.
+* :func:`guided_relus` turns ReLUs into guided ReLUs for a block, without replacing modules.
 """
 
 from __future__ import annotations

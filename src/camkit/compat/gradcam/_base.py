@@ -5,7 +5,7 @@ Pipeline of one call (pytorch-grad-cam's semantics, camkit's engine):
 1. one forward of the batch in eval mode (the train/eval flags are restored afterwards), with
    hooks on the target layers for the length of the call only;
 2. the registry method's raw map per layer (``torch.autograd.grad`` for gradient methods, never
-   ``.backward()``, so no parameter's ``.grad`` changes);
+   ``Tensor.backward``, so no parameter's ``.grad`` changes);
 3. per layer: ReLU, per-image min-max, (bi/tri)linear resize to the input size;
 4. ReLU of the stacked layers, mean over layers, per-image min-max again.
 
