@@ -37,20 +37,22 @@ after a call, which slowed whatever ran next by up to 30% on 2 cores (measured: 
 forward right after its EigenGradCAM took 1.3x as long); so the script sleeps ``--settle-ms``
 (default 100, untimed) after each pytorch-grad-cam sample, and the next case starts on a quiet CPU.
 
-A CPU sample is the best of ``--inner`` calls (default: 3 when the batch's plain forward is under
-60 ms, else 1; the same for every case of a table) on the wall clock, or with ``--clock thread``
-the CPU time of the calling thread, which ignores preemption by other processes: use it with
-``--threads 1`` on a shared machine (it does not count the time of pytorch-grad-cam's OpenBLAS and
-cv2 worker threads, so the speed-ups it gives are on the low side). A case whose first warm-up
-call exceeds ``--slow-ms``
-(e.g. pytorch-grad-cam's FullGrad at batch 8) is timed with one call in only ``--slow-rounds``
-rounds spread over the run (marked †); its ratios pair it with the other cases of those rounds.
+A CPU sample is the best of ``--inner`` calls (default: 3 when the batch's plain forward takes
+under 60 ms, else 1; the same for every case of a table) on the wall clock, or with ``--clock
+thread`` the CPU time of the calling thread, which ignores preemption by other processes: use it
+with ``--threads 1`` on a shared machine (it does not count the time of pytorch-grad-cam's
+OpenBLAS and cv2 worker threads, so the speed-ups it gives are on the low side). A case whose
+first two warm-up calls both exceed ``--slow-ms`` (e.g. pytorch-grad-cam's FullGrad at batch 8)
+is timed with one call in only ``--slow-rounds`` rounds spread over the run (marked †); its
+ratios pair it with the other cases of those rounds.
 
 On CPU only ratios are printed (absolute times drift too much to mean anything): a ratio is the
 median over rounds of ``t_case / t_reference`` measured in the same round, with its interquartile
 range (IQR); "speed-up vs peer" is the median of ``t_peer / t_camkit``. A verdict is INCONCLUSIVE
-when the IQR straddles the goal. On a GPU the absolute medians (CUDA events) are printed too, with
-the device name. ``--json PATH`` writes the raw medians and samples.
+when the IQR straddles the goal or fewer than 3 rounds paired the two cases, NOT JUDGED when
+measured off the goal's setting (``--quick``'s smaller ablation input). On a GPU the absolute
+medians (CUDA events) are printed too, with the device name. ``--json PATH`` writes the raw
+medians and samples.
 
 Goals (issue):
 
@@ -473,33 +475,43 @@ def run_batch(
 ) -> Result:
     """Time every case on its own copy of ``base``, interleaved over ``rounds`` rounds.
 
-    ``inner=None`` picks 3 calls per sample when the plain forward's first warm-up call is under
-    60 ms, else 1 (same for every case). A case whose first warm-up call exceeds ``slow_ms`` gets
-    no further warm-up and is timed with one call in ``slow_rounds`` of the rounds. After a call or
-    sample of a case marked ``settle`` the run sleeps ``settle_s`` seconds (untimed).
+    ``inner=None`` picks 3 calls per sample when the plain forward's fastest of 3 calls (after the
+    warm-up) is under 60 ms, else 1 (same for every case). A case whose first two warm-up calls
+    both exceed ``slow_ms`` (a second one is made even when ``warmup`` is 1) gets no further
+    warm-up and is timed with one call in ``slow_rounds`` of the rounds. After a call or sample of
+    a case marked ``settle`` the run sleeps ``settle_s`` seconds (untimed).
     """
     gen = torch.Generator().manual_seed(batch)
     x = torch.rand((batch, *spec.input_shape), generator=gen).to(device)
     classes = torch.randint(spec.num_classes, (batch,), generator=gen).tolist()
     env = Env(spec, x, classes)
     calls = [case.setup(copy.deepcopy(base), env) for case in cases]
-    first_ms: dict[str, float] = {}
+
+    def wall_ms(call: Call) -> float:
+        timer.sync()
+        start = time.perf_counter()
+        call()
+        timer.sync()
+        return (time.perf_counter() - start) * 1e3
+
+    warm_ms: dict[str, list[float]] = {}
     for case, call in zip(cases, calls, strict=True):
-        for i in range(warmup):
-            timer.sync()
-            start = time.perf_counter()
-            call()
-            timer.sync()
-            elapsed = time.perf_counter() - start
+        times = warm_ms.setdefault(case.label, [])
+        for _ in range(warmup):
+            times.append(wall_ms(call))
             if case.settle:
                 time.sleep(settle_s)
-            if i == 0:
-                first_ms[case.label] = elapsed * 1e3
-                if first_ms[case.label] > slow_ms:
-                    break
+            if min(times) > slow_ms and len(times) >= 2:
+                break  # slow twice (a first call can be slow for one-off reasons): no more warm-up
+        if warmup and len(times) == 1 and times[0] > slow_ms:
+            times.append(wall_ms(call))  # a second call before calling a case slow
+            if case.settle:
+                time.sleep(settle_s)
+    slow = {label for label, times in warm_ms.items() if times and min(times) > slow_ms}
     if inner is None:
-        inner = 3 if first_ms.get(PLAIN, 0.0) < 60.0 else 1
-    slow = {label for label, ms in first_ms.items() if ms > slow_ms}
+        labels = [c.label for c in cases]
+        fastest = min(wall_ms(calls[labels.index(PLAIN)]) for _ in range(3)) if PLAIN in labels else 0.0
+        inner = 3 if fastest < 60.0 else 1
     slow_picks = _spread(slow_rounds, rounds)
     result = Result(section, spec.name, spec.layer, batch, spec.input_shape, inner, rounds)
     result.slow = slow
@@ -525,112 +537,96 @@ def run_batch(
 
 
 # -- verdicts --------------------------------------------------------------------------------------
+MIN_SAMPLES = 3  # fewer paired samples than this cannot decide a goal
+
+
 @dataclass(frozen=True)
 class Verdict:
-    """One goal checked on one table: the deciding case, its ratio, IQR and the outcome."""
+    """One goal checked on one table: the deciding case, its ratio, IQR, sample count and the outcome."""
 
     goal: str
     case: str
     value: float
     q1: float
     q3: float
+    samples: int
     target: float
     at_least: bool  # the goal is value >= target (else value <= target)
     note: str = ""
+    judged: bool = True  # False: measured off the goal's setting (e.g. --quick's smaller input)
 
     @property
     def status(self) -> str:
+        """PASS, FAIL or INCONCLUSIVE; NOT JUDGED when measured off the goal's setting."""
+        return self._outcome() if self.judged else "NOT JUDGED"
+
+    def _outcome(self) -> str:
+        if self.samples < MIN_SAMPLES:
+            return "INCONCLUSIVE"
         if self.q1 < self.target < self.q3 or (self.q1 != self.q3 and self.target in (self.q1, self.q3)):
             return "INCONCLUSIVE"
         ok = self.value >= self.target if self.at_least else self.value <= self.target
         return "PASS" if ok else "FAIL"
 
     def line(self) -> str:
-        status = self.status
-        if status == "INCONCLUSIVE":
+        status = self._outcome()
+        if status == "INCONCLUSIVE" and self.samples < MIN_SAMPLES:
+            status += f" (only {self.samples} paired sample(s): rerun with more rounds)"
+        elif status == "INCONCLUSIVE":
             status += " (the interquartile range straddles the goal: too noisy, rerun)"
         elif status == "FAIL" and self.at_least:
             status += f" ({(1 - self.value / self.target) * 100:.0f}% short of the goal)"
         elif status == "FAIL":
             status += f" (+{(self.value - self.target) * 100:.1f} points over the goal)"
+        if not self.judged:
+            status = f"NOT JUDGED (would be {status} here)"
         sign = ">=" if self.at_least else "<="
         text = (
-            f"{self.goal}: {self.case} at {self.value:.3f}x (interquartile range {self.q1:.3f}-{self.q3:.3f}), "
-            f"goal {sign} {self.target:g}x: {status}"
+            f"{self.goal}: {self.case} at {self.value:.3f}x (interquartile range {self.q1:.3f}-{self.q3:.3f}, "
+            f"{self.samples} rounds), goal {sign} {self.target:g}x: {status}"
         )
         return text + (f"; {self.note}" if self.note else "")
 
 
 def verdicts(result: Result, cases: Sequence[Case]) -> list[Verdict]:
+    """The goals a table decides: floor, speed-up of the gradient methods, EigenCAM, AblationCAM."""
+
+    def check(goal: str, case: str, num: str, den: str, target: float, at_least: bool, note: str = "") -> Verdict:
+        value, (q1, q3) = result.ratio(num, den), result.quartiles(num, den)
+        return Verdict(goal, case, value, q1, q3, len(result.ratios(num, den)), target, at_least, note)
+
     out: list[Verdict] = []
     labels = {c.label for c in cases}
     ours = [c.label for c in cases if c.group == OURS]
     if ours and FLOOR in labels:
         worst = max(ours, key=lambda label: result.ratio(label, FLOOR))
-        out.append(
-            Verdict(
-                "worst camkit method (torchcam-style) × floor",
-                worst,
-                result.ratio(worst, FLOOR),
-                *result.quartiles(worst, FLOOR),
-                GOAL,
-                at_least=False,
-            )
-        )
+        out.append(check("worst camkit method (torchcam-style) × floor", worst, worst, FLOOR, GOAL, False))
     gradient = [c for c in cases if c.kind == "gradient" and c.peer]
     if gradient:
-        worst_case = min(gradient, key=lambda c: result.ratio(str(c.peer), c.label))
-        peer = str(worst_case.peer)
-        out.append(
-            Verdict(
-                "smallest speed-up vs pytorch-grad-cam (gradient methods)",
-                worst_case.label,
-                result.ratio(peer, worst_case.label),
-                *result.quartiles(peer, worst_case.label),
-                GOAL_SPEEDUP,
-                at_least=True,
-            )
-        )
+        low = min(gradient, key=lambda c: result.ratio(str(c.peer), c.label))
+        goal = "smallest speed-up vs pytorch-grad-cam (gradient methods)"
+        out.append(check(goal, low.label, str(low.peer), low.label, GOAL_SPEEDUP, True))
     for case in cases:
         if case.kind == "eigencam":
-            inference = (
+            note = (
                 f"{result.ratio(case.label, INFERENCE):.3f}x the forward under inference_mode (camkit's front door "
                 "runs gradient-free methods without autograd); the verdict uses the grad-mode plain forward, "
                 "as the issue says 'a plain forward'"
             )
-            out.append(
-                Verdict(
-                    "EigenCAM × plain forward",
-                    case.label,
-                    result.ratio(case.label, PLAIN),
-                    *result.quartiles(case.label, PLAIN),
-                    GOAL_EIGEN,
-                    at_least=False,
-                    note=inference,
-                )
-            )
+            out.append(check("EigenCAM × plain forward", case.label, case.label, PLAIN, GOAL_EIGEN, False, note))
         if case.kind == "ablation" and case.peer:
             variants = [c for c in cases if c.kind == "ablation-variant" and c.peer]
             note = ", ".join(
                 f"{c.label.rsplit(', ', 1)[-1].rstrip(')')}: {result.ratio(str(c.peer), c.label):.1f}x"
                 for c in variants
             )
-            if result.input_shape != (3, 224, 224):
-                note += "; " if note else ""
-                note += (
-                    f"measured at {'x'.join(map(str, result.input_shape))}: indicative only (the goal is at 3x224x224)"
-                )
-            out.append(
-                Verdict(
-                    "AblationCAM speed-up vs pytorch-grad-cam",
-                    case.label,
-                    result.ratio(case.peer, case.label),
-                    *result.quartiles(case.peer, case.label),
-                    GOAL_ABLATION,
-                    at_least=True,
-                    note=note,
-                )
-            )
+            judged = result.input_shape == (3, 224, 224)
+            if not judged:
+                shape = "x".join(map(str, result.input_shape))
+                note += ("; " if note else "") + f"measured at {shape}: indicative only (the goal is at 3x224x224)"
+            goal = "AblationCAM speed-up vs pytorch-grad-cam"
+            verdict = check(goal, case.label, case.peer, case.label, GOAL_ABLATION, True, note)
+            out.append(dataclasses.replace(verdict, judged=judged))
     return out
 
 
@@ -868,7 +864,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--slow-ms",
         type=float,
         default=2000.0,
-        help="a case whose first warm-up call takes longer is timed in fewer rounds (default 2000)",
+        help="a case whose first two warm-up calls take longer is timed in fewer rounds (default 2000)",
     )
     parser.add_argument(
         "--slow-rounds", type=int, default=None, help="rounds that time a slow case (default 5, --quick 1)"
@@ -883,7 +879,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--ablation-rounds",
         type=int,
         default=None,
-        help="rounds of the perturbation section, 0 skips it (default 3, --quick 2)",
+        help="rounds of the perturbation section, 0 skips it (default 3)",
     )
     parser.add_argument(
         "--ablation-size",
@@ -912,7 +908,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     args.slow_rounds = args.slow_rounds or (1 if args.quick else 5)
     if args.ablation_rounds is None:
-        args.ablation_rounds = 2 if args.quick else 3
+        args.ablation_rounds = 3
     args.ablation_size = args.ablation_size or (112 if args.quick else 224)
     if args.score_cam is None:
         args.score_cam = not args.quick
