@@ -61,6 +61,24 @@ class _OnBase:
     def release(self) -> None:
         """pytorch-grad-cam's hook release; a no-op: camkit's hooks never outlive a call."""
 
+    def compute(
+        self, input_tensor: Tensor, targets: Sequence[PerSampleTarget] | None = None, eigen_smooth: bool = False
+    ) -> Tensor:
+        """The maps as a tensor on the model's device (each meta method defines it)."""
+        raise NotImplementedError
+
+    def __call__(
+        self, input_tensor: Tensor, targets: Sequence[PerSampleTarget] | None = None, eigen_smooth: bool = False
+    ) -> np.ndarray:
+        """The maps ``(N, *input spatial size)``, float32 in ``[0, 1]`` (arguments as :meth:`compute`)."""
+        return self.compute(input_tensor, targets, eigen_smooth).float().cpu().numpy()
+
+    def forward(
+        self, input_tensor: Tensor, targets: Sequence[PerSampleTarget] | None = None, eigen_smooth: bool = False
+    ) -> np.ndarray:
+        """pytorch-grad-cam's name for the call."""
+        return self(input_tensor, targets, eigen_smooth)
+
     def __repr__(self) -> str:
         base = type(self.base_cam).__name__
         return f"{type(self).__name__}(base_method={base}, target_layers={self.base_cam._layer_names})"
@@ -237,14 +255,6 @@ class RefineCAM(_OnBase):
     ) -> None:
         self.base_cam = _base_class(base_method, "RefineCAM")(model, target_layers, reshape_transform, **kwargs)
 
-    def __call__(
-        self, input_tensor: Tensor, targets: Sequence[PerSampleTarget] | None = None, eigen_smooth: bool = False
-    ) -> np.ndarray:
-        """Refined maps ``(N, *input spatial size)``, float32 in ``[0, 1]`` (arguments as :meth:`compute`)."""
-        return self.compute(input_tensor, targets, eigen_smooth).float().cpu().numpy()
-
-    forward = __call__
-
     def compute(
         self, input_tensor: Tensor, targets: Sequence[PerSampleTarget] | None = None, eigen_smooth: bool = False
     ) -> Tensor:
@@ -353,14 +363,6 @@ class SESS(_OnBase):
         return NativeSESS(
             self.model, names, self.base_cam.spec.name, input_shape=input_shape, **self.settings, **options
         )
-
-    def __call__(
-        self, input_tensor: Tensor, targets: Sequence[PerSampleTarget] | None = None, eigen_smooth: bool = False
-    ) -> np.ndarray:
-        """SESS maps ``(N, H, W)``, float32 in ``[0, 1]`` (arguments as :meth:`compute`)."""
-        return self.compute(input_tensor, targets, eigen_smooth).float().cpu().numpy()
-
-    forward = __call__
 
     def compute(
         self, input_tensor: Tensor, targets: Sequence[PerSampleTarget] | None = None, eigen_smooth: bool = False
