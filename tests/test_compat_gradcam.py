@@ -5,7 +5,7 @@
 2. Differential tests against pytorch-grad-cam 1.5.7 for every method present in both (decided
    from camkit's registry). The peer gets its own deep copy of the model (it calls model.eval()
    and backward()). Random-init BatchNorm nets are first given running statistics of random
-   inputs (``_calibrated``): with the default statistics, mobilenet_v2's activations shrink to
+   inputs (``conftest.calibrated``): with the default statistics, mobilenet_v2's activations shrink to
    ~1e-9 and pytorch-grad-cam's absolute epsilon (1e-7 in its min-max) dominates its output.
    Deliberate differences, each checked precisely:
    * Eigen-CAM family / KPCA-CAM / eigen_smooth: the principal component's sign. camkit fixes it
@@ -63,7 +63,7 @@ from camkit.compat.gradcam.utils.model_targets import (
     SimilarityToConceptTarget,
 )
 from camkit.targets import ClassProbabilityTarget, ClassTarget
-from conftest import all_hooks
+from conftest import all_hooks, calibrated
 
 CLASSES = [3, 7]
 
@@ -72,27 +72,14 @@ def _registered(class_name: str) -> bool:
     return class_name in front.available()
 
 
-def _calibrated(model: nn.Module, size: int = 64) -> nn.Module:
-    """Give BatchNorm layers the running statistics of random inputs, then eval."""
-    generator = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(8, 3, size, size, generator=generator))
-    return model.eval()
-
-
 def _resnet() -> tuple[nn.Module, Callable[[nn.Module], list[nn.Module]]]:
     torch.manual_seed(0)
-    return _calibrated(resnet18(weights=None)), lambda m: [m.layer4[-1]]
+    return calibrated(resnet18(weights=None)), lambda m: [m.layer4[-1]]
 
 
 def _mobilenet() -> tuple[nn.Module, Callable[[nn.Module], list[nn.Module]]]:
     torch.manual_seed(0)
-    return _calibrated(mobilenet_v2(weights=None)), lambda m: [m.features[-1]]
+    return calibrated(mobilenet_v2(weights=None)), lambda m: [m.features[-1]]
 
 
 MODELS = {"resnet18": _resnet, "mobilenet_v2": _mobilenet}
@@ -390,7 +377,7 @@ def test_smoothing_and_top_class_against_peer(
     name: str, aug_smooth: bool | None, eigen_smooth: bool, images: torch.Tensor, peer_signs: None
 ) -> None:
     peer = _peer()
-    model = _calibrated(resnet18(weights=None))
+    model = calibrated(resnet18(weights=None))
     layers = [model.layer3[-1], model.layer4[-1]]  # two layers: the mean of normalized maps
     peer_model = copy.deepcopy(model)
     peer_layers = [peer_model.layer3[-1], peer_model.layer4[-1]]

@@ -29,7 +29,7 @@ from camkit.compat.gradcam.utils.model_targets import ClassifierOutputTarget
 from camkit.methods.factorization import deep_feature_factorization
 from camkit.methods.guided import guided_backprop
 from camkit.methods.wrappers import FinerWeightedTarget
-from conftest import all_hooks, tiny_cnn
+from conftest import all_hooks, calibrated, tiny_cnn
 
 CLASSES = [3, 7]
 
@@ -42,23 +42,10 @@ def _peer_targets(classes: list[int]) -> list[Any]:
     return [pytest.importorskip("pytorch_grad_cam.utils.model_targets").ClassifierOutputTarget(c) for c in classes]
 
 
-def _calibrated(model: nn.Module, size: int = 64) -> nn.Module:
-    """Give BatchNorm layers the running statistics of random inputs, then eval."""
-    generator = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(8, 3, size, size, generator=generator))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def resnet() -> nn.Module:
     torch.manual_seed(0)
-    return _calibrated(resnet18(weights=None))
+    return calibrated(resnet18(weights=None))
 
 
 @pytest.fixture
