@@ -14,6 +14,7 @@ camkit that registers hooks. It knows no method by name.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
@@ -29,6 +30,7 @@ __all__ = [
     "guided_relus",
     "paused",
     "preserved_state",
+    "reference_tensor",
 ]
 
 logger = logging.getLogger("camkit")
@@ -75,8 +77,16 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         yield
 
 
-def _reference_tensor(model: nn.Module) -> Tensor | None:
-    for tensor in (*model.parameters(), *model.buffers()):
+def reference_tensor(model: nn.Module) -> Tensor | None:
+    """The model's first floating-point parameter or buffer (its device and dtype), if any.
+
+    Args:
+        model: the model.
+
+    Returns:
+        The tensor, or ``None`` for a model without floating-point state.
+    """
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
         if tensor.is_floating_point():
             return tensor
     return None
@@ -105,7 +115,7 @@ def candidate_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple
 
         return hook
 
-    ref = _reference_tensor(model)
+    ref = reference_tensor(model)
     dummy = torch.zeros(
         (1, *input_shape),
         device=ref.device if ref is not None else None,

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.engine import eval_mode
+from camkit.engine import eval_mode, reference_tensor
 from camkit.extractor import CAMExtractor
 from camkit.layers import LayerSpec, resolve_layers
 from camkit.registry import MethodSpec, get_method
@@ -209,9 +209,8 @@ class CAMMethod:
         return input_tensor.to(device) if device is not None else input_tensor
 
     def _device(self) -> torch.device | None:
-        for tensor in (*self.model.parameters(), *self.model.buffers()):
-            return tensor.device
-        return None
+        ref = reference_tensor(self.model)
+        return None if ref is None else ref.device
 
     def _aug_smooth(self, x: Tensor, targets: Sequence[PerSampleTarget] | None, eigen_smooth: bool) -> Tensor:
         n = x.shape[0]
