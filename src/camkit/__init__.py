@@ -7,6 +7,8 @@ Example:
 """
 
 from camkit import methods as methods
+from camkit.explanation import Explanation as Explanation
+from camkit.explanation import explain as explain
 from camkit.extractor import CAMExtractor as CAMExtractor
 from camkit.registry import get_method as get_method
 from camkit.registry import list_methods as list_methods
@@ -19,7 +21,9 @@ __all__ = [
     "CAMExtractor",
     "ClassProbabilityTarget",
     "ClassTarget",
+    "Explanation",
     "__version__",
+    "explain",
     "get_method",
     "list_methods",
     "methods",

@@ -1,0 +1,299 @@
+"""The ``camkit`` command: explain images, list methods and layers, write an HTML report.
+
+Every list of choices comes from the registry. A user error prints one line that names the fix
+(exit code 2 for bad arguments, 1 for inputs that cannot be used) and never a traceback; set
+``CAMKIT_DEBUG=1`` to see the traceback instead.
+
+Example:
+    >>> main(["methods"])  # doctest: +ELLIPSIS
+    ablationcam ...
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+import torch
+
+from camkit.explanation import Explanation, explain, open_image
+from camkit.layers import resolve_layers
+from camkit.models import DEFAULT_MODEL, LoadedModel, load_checkpoint, load_model
+from camkit.progress import Progress
+from camkit.registry import get_method, list_methods
+from camkit.viz import grid
+
+__all__ = ["main"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class UserError(Exception):
+    """A problem with the command line or its inputs; printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"camkit: error: {message} (see camkit {self.prog.split()[-1]} --help)\n")
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"model name: {DEFAULT_MODEL} (default, pretrained, offline), torchvision:ARCH or timm:ARCH",
+    )
+    parser.add_argument("--checkpoint", type=Path, help="a state dict file for --model's architecture")
+    parser.add_argument("--no-pretrained", action="store_true", help="random weights (no local weights needed)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ... (default: cpu)")
+
+
+def _add_explain_arguments(parser: argparse.ArgumentParser, default_method: str) -> None:
+    parser.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
+    methods = [*list_methods(), "all"]
+    parser.add_argument(
+        "--method",
+        action="append",
+        choices=methods,
+        metavar="METHOD",
+        help=f"CAM method, repeatable (default: {default_method}); one of: {', '.join(methods)}",
+    )
+    _add_model_arguments(parser)
+    parser.add_argument("--layer", action="append", help="target layer name, repeatable (default: the model's)")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--class", dest="class_idx", type=int, help="class index to explain for every image")
+    target.add_argument("--topk", type=int, default=1, help="explain the K most probable classes (default: 1)")
+    parser.add_argument("--batch-size", type=int, default=32, help="inputs per forward (images and perturbations)")
+    parser.add_argument("--colormap", default="jet", help="overlay colormap (default: jet)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="weight of the image in the overlay (default: 0.5)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (subcommands ``explain``, ``report``, ``methods``, ``layers``)."""
+    parser = _Parser(prog="camkit", description="Class activation maps for PyTorch models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    explain_cmd = sub.add_parser(
+        "explain", help="write overlay PNGs and raw maps (.npy) per image, method and class (+ a grid of methods)"
+    )
+    _add_explain_arguments(explain_cmd, "gradcam")
+    explain_cmd.add_argument("--out", type=Path, default=Path("camkit-out"), help="output folder")
+    report = sub.add_parser("report", help="write a self-contained HTML page of images x methods")
+    _add_explain_arguments(report, "all")
+    report.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file to write")
+    sub.add_parser("methods", help="list the CAM methods with one-line descriptions")
+    layers = sub.add_parser("layers", help="list candidate target layers with their output shapes")
+    _add_model_arguments(layers)
+    layers.add_argument("--input-size", type=int, default=None, help="input side in pixels (default: the model's)")
+    layers.add_argument("--all", action="store_true", help="also list layers without spatial outputs")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> LoadedModel:
+    if args.checkpoint is not None:
+        loaded = load_checkpoint(args.checkpoint, args.model)
+    else:
+        loaded = load_model(args.model, pretrained=not args.no_pretrained)
+    try:
+        device = torch.device(args.device)
+        loaded.model.to(device)
+    except (RuntimeError, AssertionError) as error:
+        raise UserError(f"device {args.device!r} is not usable here ({error}); try --device cpu") from error
+    return loaded
+
+
+def _collect(paths: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UserError(f"folder {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"image {str(path)!r} does not exist: check the path")
+    return files
+
+
+def _methods(args: argparse.Namespace, default: str) -> list[str]:
+    chosen = args.method or [default]
+    return list_methods() if "all" in chosen else list(dict.fromkeys(chosen))
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    if args.topk < 1:
+        raise UserError(f"--topk must be at least 1, got {args.topk}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not 0 <= args.alpha < 1:
+        raise UserError(f"--alpha must be in [0, 1), got {args.alpha}")
+
+
+def _run(args: argparse.Namespace, default: str) -> tuple[LoadedModel, list[Path], list[str], list[Explanation]]:
+    """Explain every image in batches; returns the model, the files, the methods and one result per batch."""
+    _check_numbers(args)
+    files = _collect(args.images)
+    names = _methods(args, default)
+    loaded = _load(args)
+    images = [open_image(f) for f in files]  # fail on a corrupt file before any work
+    num_classes = len(loaded.categories) if loaded.categories else None
+    if args.class_idx is not None and num_classes is not None and not 0 <= args.class_idx < num_classes:
+        raise UserError(
+            f"--class {args.class_idx} is out of range: the model has {num_classes} classes (0..{num_classes - 1})"
+        )
+    layer = args.layer[0] if args.layer and len(args.layer) == 1 else args.layer
+    if layer is not None:
+        try:
+            resolve_layers(loaded.model, layer, (3, loaded.preprocess.crop, loaded.preprocess.crop))
+        except ValueError as error:
+            hint = f"list the layers with: camkit layers --model {args.model}"
+            raise UserError(f"{str(error).split('; did you')[0]}; {hint}") from None
+    bar = Progress(len(files), "images", enabled=None if not args.quiet else False)
+    results = []
+    for start in range(0, len(images), args.batch_size):
+        chunk = images[start : start + args.batch_size]
+        results.append(
+            explain(
+                loaded,
+                chunk,
+                names,
+                target_layer=layer,
+                class_idx=args.class_idx,
+                topk=args.topk,
+                batch_size=args.batch_size,
+                progress=None if not args.quiet else False,
+            )
+        )
+        bar.update(len(chunk))
+    bar.close()
+    return loaded, files, names, results
+
+
+def _print_predictions(files: Sequence[Path], results: Sequence[Explanation], k: int = 3) -> None:
+    rows = [top for result in results for top in result.top(k)]
+    for file, top in zip(files, rows, strict=True):
+        shown = ", ".join(f"{name} ({index}) {p:.1%}" for index, name, p in top)
+        print(f"{file.name}: {shown}")
+
+
+def _explain(args: argparse.Namespace) -> int:
+    loaded, files, names, results = _run(args, "gradcam")
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = 0
+    offset = 0
+    for result in results:
+        for i in range(result.classes.shape[0]):
+            stem = files[offset + i].stem
+            for rank, cls in enumerate(result.classes[i].tolist()):
+                for name in names:
+                    base = args.out / f"{stem}_{name}_{cls}"
+                    overlay = result.overlay(name, sample=i, rank=rank, colormap=args.colormap, alpha=args.alpha)
+                    overlay.save(base.with_suffix(".png"))
+                    np.save(base.with_suffix(".npy"), result.maps[name][i, rank].detach().float().cpu().numpy())
+                    written += 1
+            if len(names) > 1:  # one figure with every method side by side
+                assert result.images is not None
+                label = ", ".join(result.label(c) for c in result.classes[i].tolist()[:1])
+                figure = grid(
+                    [result.images[i]],
+                    {name: [result.maps[name][i, 0]] for name in names},
+                    colormap=args.colormap,
+                    alpha=args.alpha,
+                    row_labels=[label],
+                )
+                figure.save(args.out / f"{stem}_grid.png")
+        offset += result.classes.shape[0]
+    _print_predictions(files, results)
+    print(
+        f"wrote {written} overlays (.png) and raw maps (.npy) to {args.out}/ [model {loaded.name}, layer(s) "
+        f"{', '.join(sorted({n for r in results for v in r.layers.values() for n in v[:1]}))}]"
+    )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from camkit.viz.report import ReportRow, write_report
+
+    loaded, files, names, results = _run(args, "all")
+    rows = []
+    offset = 0
+    for result in results:
+        for i in range(result.classes.shape[0]):
+            assert result.images is not None
+            rows.append(
+                ReportRow(
+                    title=files[offset + i].name,
+                    image=result.images[i],
+                    predictions=[(name, p) for _, name, p in result.top(3)[i]],
+                    maps={name: result.maps[name][i, 0] for name in names},
+                )
+            )
+        offset += result.classes.shape[0]
+    subtitle = f"model {loaded.name}; explained class: " + ("top-1" if args.class_idx is None else str(args.class_idx))
+    path = write_report(args.out, rows, subtitle=subtitle, colormap=args.colormap, alpha=args.alpha)
+    _print_predictions(files, results)
+    print(f"wrote {path} ({len(rows)} images x {len(names)} methods)")
+    return 0
+
+
+def _methods_cmd() -> int:
+    names = list_methods()
+    width = max(len(n) for n in names)
+    for name in names:
+        spec = get_method(name)
+        print(f"{name:<{width}}  {spec.family:<12}  {spec.summary}")
+    return 0
+
+
+def _layers(args: argparse.Namespace) -> int:
+    from camkit.engine import candidate_layers
+
+    loaded = _load(args)
+    size = args.input_size or loaded.preprocess.crop
+    shapes = candidate_layers(loaded.model, (3, size, size))
+    seen = set()
+    print(f"{'layer':<40} output shape   [model {loaded.name}, input 3x{size}x{size}]")
+    for name, shape in shapes:
+        if name in seen or (len(shape) < 3 and not args.all):
+            continue
+        seen.add(name)
+        mark = "  <- default" if name == loaded.target_layer else ""
+        print(f"{name or '(model)':<40} {'x'.join(map(str, shape[1:]))}{mark}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``camkit`` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "methods":
+            return _methods_cmd()
+        if args.command == "layers":
+            return _layers(args)
+        if args.command == "explain":
+            return _explain(args)
+        return _report(args)
+    except (UserError, ValueError, TypeError, FileNotFoundError, ImportError) as error:
+        if os.environ.get("CAMKIT_DEBUG"):
+            raise
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"camkit: error: {message}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `camkit methods | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("camkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
