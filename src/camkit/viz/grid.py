@@ -1,0 +1,321 @@
+"""Figures drawn with Pillow: methods side by side, slices of 3D maps, and strips of 1D maps."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+from torch import Tensor
+
+from camkit.ops import upsample
+from camkit.viz.colormaps import ColormapLike
+from camkit.viz.overlay import MaskLike, _as_cpu_map, _check_alpha, _check_image, colorize, overlay_mask
+
+__all__ = ["grid", "slices", "strip"]
+
+_Font: TypeAlias = "ImageFont.FreeTypeFont | ImageFont.ImageFont"
+_BACKGROUND = (255, 255, 255)
+_INK = (33, 37, 41)
+_MUTED = (108, 117, 125)
+
+
+def _font(size: int) -> _Font:
+    """Pillow's built-in font at ``size`` pixels (a fixed-size bitmap font on Pillow < 10.1)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has no size argument
+        return ImageFont.load_default()
+
+
+def _line_height(font: _Font) -> int:
+    bottom = font.getbbox("Ag")[3]
+    return math.ceil(bottom) + 2
+
+
+def _fitted_text(draw: ImageDraw.ImageDraw, text: str, font: _Font, width: int) -> str:
+    """``text``, shortened with "..." until it fits in ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def _centered_text(draw: ImageDraw.ImageDraw, box: tuple[int, int, int], text: str, font: _Font, fill: Any) -> None:
+    """Draw ``text`` centred in the span ``(left, top, width)``."""
+    left, top, width = box
+    text = _fitted_text(draw, text, font, width)
+    draw.text((left + (width - draw.textlength(text, font=font)) / 2, top), text, fill=fill, font=font)
+
+
+def _paste_fitted(canvas: Image.Image, image: Image.Image, left: int, top: int, size: int) -> None:
+    """Paste ``image`` scaled to fit a ``size`` x ``size`` box, centred in it."""
+    fitted = ImageOps.contain(image, (size, size), method=Image.Resampling.LANCZOS)
+    canvas.paste(fitted, (left + (size - fitted.width) // 2, top + (size - fitted.height) // 2))
+
+
+def _check_size(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_labels(labels: Sequence[str] | None, count: int, name: str) -> list[str] | None:
+    if labels is None:
+        return None
+    if isinstance(labels, str) or len(labels) != count or not all(isinstance(t, str) for t in labels):
+        raise ValueError(f"{name} must be a sequence of {count} strings (one per row), got {labels!r}")
+    return list(labels)
+
+
+def grid(
+    images: Sequence[Image.Image],
+    maps: Mapping[str, Sequence[MaskLike]],
+    *,
+    colormap: ColormapLike = "jet",
+    alpha: float = 0.5,
+    cell_size: int = 224,
+    row_labels: Sequence[str] | None = None,
+    original_label: str = "image",
+    padding: int = 8,
+) -> Image.Image:
+    """A figure of several methods side by side: one row per image, one column per method.
+
+    The first column shows the image itself, the others its :func:`~camkit.viz.overlay_mask`
+    overlay with each method's map; column headers (and optional row labels) are drawn with
+    Pillow's built-in font.
+
+    Args:
+        images: the images, one per row.
+        maps: method name -> one map per image (``(H, W)`` in ``[0, 1]``, any size and device).
+        colormap: a colormap name or ``(K, 3)`` uint8 table.
+        alpha: the weight of the image in each overlay, in ``[0, 1)``.
+        cell_size: each cell is a square of this many pixels; images are scaled to fit.
+        row_labels: optional text per row (e.g. file names or predicted classes).
+        original_label: the header of the image column.
+        padding: pixels between cells.
+
+    Returns:
+        The RGB figure.
+
+    Raises:
+        TypeError: for an image that is not a PIL image or a map of a bad type.
+        ValueError: for an empty ``images``, a method with the wrong number of maps, or bad
+            ``cell_size``/``padding``/``row_labels``/``alpha``/map values.
+
+    Example:
+        >>> from PIL import Image
+        >>> img = Image.new("RGB", (32, 32))
+        >>> grid([img], {"gradcam": [torch.rand(7, 7)]}, cell_size=64).width  # 2 columns of 64 + 8 px padding
+        152
+    """
+    if isinstance(images, Image.Image) or len(images) == 0:
+        raise ValueError("images must be a non-empty sequence of PIL images (one per row)")
+    rows = [_check_image(image, f"images[{i}]") for i, image in enumerate(images)]
+    if not isinstance(maps, Mapping):
+        raise TypeError(f"maps must be a mapping of method name -> one map per image, got {type(maps).__name__}")
+    for method, per_image in maps.items():
+        if isinstance(per_image, (Tensor, np.ndarray)) and per_image.ndim == 2:
+            raise ValueError(f"maps[{method!r}] must hold one map per image, got a single map")
+        if len(per_image) != len(rows):
+            raise ValueError(f"maps[{method!r}] has {len(per_image)} maps for {len(rows)} images: give one per image")
+    weight = _check_alpha(alpha)
+    cell = _check_size(cell_size, "cell_size", 16)
+    pad = _check_size(padding, "padding", 0)
+    labels = _check_labels(row_labels, len(rows), "row_labels")
+
+    columns = [original_label, *maps]
+    font = _font(max(10, cell // 14))
+    line = _line_height(font)
+    left = line + pad if labels else 0
+    width = left + pad + len(columns) * (cell + pad)
+    height = line + pad + len(rows) * (cell + pad)
+    canvas = Image.new("RGB", (width, height), _BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    for j, name in enumerate(columns):
+        _centered_text(draw, (left + pad + j * (cell + pad), pad // 2, cell), name, font, _INK)
+    for i, image in enumerate(rows):
+        top = line + pad + i * (cell + pad)
+        cells = [image.convert("RGB")]
+        cells += [overlay_mask(image, per_image[i], colormap, weight) for per_image in maps.values()]
+        for j, picture in enumerate(cells):
+            _paste_fitted(canvas, picture, left + pad + j * (cell + pad), top, cell)
+        if labels:
+            label = Image.new("RGB", (cell, line), _BACKGROUND)
+            _centered_text(ImageDraw.Draw(label), (0, 0, cell), labels[i], font, _MUTED)
+            canvas.paste(label.rotate(90, expand=True), (pad // 2, top))
+    return canvas
+
+
+def _gray_volume(volume: Tensor | np.ndarray[Any, Any]) -> Tensor:
+    """A ``(D, H, W)`` uint8 CPU volume, min-max scaled, from any real-valued volume."""
+    tensor = torch.from_numpy(np.array(volume)) if isinstance(volume, np.ndarray) else volume
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"image must be a (D, H, W) tensor or numpy array, got {type(volume).__name__}")
+    while tensor.ndim > 3 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.ndim != 3 or tensor.numel() == 0 or tensor.is_complex():
+        raise ValueError(f"image must be a real (D, H, W) volume, got shape {tuple(tensor.shape)}")
+    tensor = tensor.detach().to("cpu", torch.float64)
+    if not torch.isfinite(tensor).all():
+        raise ValueError("image holds NaN or infinite values")
+    low, span = tensor.min(), tensor.max() - tensor.min()
+    scaled = (tensor - low) / span if span > 0 else torch.zeros_like(tensor)
+    return (scaled * 255).round().to(torch.uint8)
+
+
+def _montage(pictures: Sequence[tuple[str, Image.Image]], columns: int, cell: int, pad: int) -> Image.Image:
+    font = _font(max(10, cell // 10))
+    line = _line_height(font)
+    rows = math.ceil(len(pictures) / columns)
+    canvas = Image.new("RGB", (pad + columns * (cell + pad), pad + rows * (cell + line + pad)), _BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    for k, (caption, picture) in enumerate(pictures):
+        left, top = pad + (k % columns) * (cell + pad), pad + (k // columns) * (cell + line + pad)
+        _paste_fitted(canvas, picture, left, top, cell)
+        _centered_text(draw, (left, top + cell, cell), caption, font, _MUTED)
+    return canvas
+
+
+def slices(
+    volume: Tensor | np.ndarray[Any, Any],
+    image: Tensor | np.ndarray[Any, Any] | None = None,
+    *,
+    num: int = 8,
+    axis: int = 0,
+    columns: int | None = None,
+    colormap: ColormapLike = "jet",
+    alpha: float = 0.5,
+    cell_size: int = 128,
+    padding: int = 4,
+) -> Image.Image:
+    """A montage of evenly spaced slices of a 3D map, overlaid on an image volume when given.
+
+    Slice ``k`` of ``num`` is taken at index ``floor((k + 1/2) * D / num)`` along ``axis``, so the
+    slices are centred in equal parts of the volume. With ``image``, the map is resized to the
+    image volume (trilinear) and each slice is an :func:`~camkit.viz.overlay_mask` overlay on the
+    min-max scaled grayscale image; without it, each slice is the coloured map.
+
+    Args:
+        volume: the map, ``(D, H, W)`` in ``[0, 1]`` (leading singleton dims are dropped).
+        image: optional grayscale volume ``(D', H', W')`` of any range.
+        num: how many slices (all of them when the volume has fewer).
+        axis: the axis to slice along, 0, 1 or 2 (negative values count from the end).
+        columns: slices per montage row (at most the number of slices); default ``max(4, ceil(sqrt(num)))``.
+        colormap: a colormap name or ``(K, 3)`` uint8 table.
+        alpha: the weight of the image in each overlay, in ``[0, 1)``.
+        cell_size: the side of each slice's square cell, in pixels.
+        padding: pixels between cells.
+
+    Returns:
+        The RGB montage, each slice captioned with its index (``d=12``).
+
+    Raises:
+        TypeError: for a volume or image of a bad type.
+        ValueError: for bad shapes, values, or ``num``/``axis``/``columns``/``cell_size``.
+
+    Example:
+        >>> slices(torch.rand(16, 8, 8), num=4, cell_size=32).width  # 4 slices of 32 + 4 px padding
+        148
+    """
+    count = _check_size(num, "num", 1)
+    if isinstance(axis, bool) or not isinstance(axis, int) or not -3 <= axis <= 2:
+        raise ValueError(f"axis must be 0, 1 or 2 (or -3..-1), got {axis!r}")
+    axis %= 3
+    cell = _check_size(cell_size, "cell_size", 8)
+    pad = _check_size(padding, "padding", 0)
+    weight = _check_alpha(alpha)
+    if not isinstance(volume, (Tensor, np.ndarray)):
+        raise TypeError(f"volume must be a (D, H, W) tensor or numpy array, got {type(volume).__name__}")
+    cam = _as_cpu_map(volume, "volume", ndim=3)
+    gray = _gray_volume(image) if image is not None else None
+    if gray is not None:
+        cam = upsample(cam.unsqueeze(0), tuple(gray.shape))[0].clamp(0.0, 1.0)
+        gray = gray.movedim(axis, 0)
+    cam = cam.movedim(axis, 0)
+    depth = cam.shape[0]
+    count = min(count, depth)
+    indices = [math.floor((k + 0.5) * depth / count) for k in range(count)]
+    pictures = []
+    for index in indices:
+        if gray is None:
+            picture = colorize(cam[index], colormap)
+        else:
+            picture = overlay_mask(Image.fromarray(gray[index].numpy()), cam[index], colormap, weight)
+        pictures.append((f"{'dhw'[axis]}={index}", picture))
+    ncols = max(4, math.ceil(math.sqrt(len(pictures)))) if columns is None else _check_size(columns, "columns", 1)
+    return _montage(pictures, min(ncols, len(pictures)), cell, pad)
+
+
+def strip(
+    maps: Tensor | np.ndarray[Any, Any],
+    signals: Tensor | np.ndarray[Any, Any] | None = None,
+    *,
+    colormap: ColormapLike = "jet",
+    width: int = 512,
+    row_height: int = 24,
+    labels: Sequence[str] | None = None,
+    padding: int = 4,
+) -> Image.Image:
+    """Heat bars of 1D maps (sequences, time series, audio): one bar per row, signals drawn over them.
+
+    Args:
+        maps: ``(N, L)`` or ``(L,)`` maps in ``[0, 1]``.
+        signals: optional ``(N, L')`` or ``(L',)`` signals of any range, drawn as a line over each bar.
+        colormap: a colormap name or ``(K, 3)`` uint8 table.
+        width: the bar width in pixels (maps are resized bicubically to it).
+        row_height: the bar height in pixels.
+        labels: optional text per row, drawn left of the bars.
+        padding: pixels around the bars.
+
+    Returns:
+        The RGB image.
+
+    Raises:
+        TypeError: for maps or signals of a bad type.
+        ValueError: for bad shapes or values, or mismatched row counts.
+
+    Example:
+        >>> strip(torch.rand(3, 100), width=64, row_height=8).size
+        (72, 40)
+    """
+    if not isinstance(maps, (Tensor, np.ndarray)):
+        raise TypeError(f"maps must be an (N, L) tensor or numpy array, got {type(maps).__name__}")
+    bars = _as_cpu_map(maps.reshape(1, -1) if maps.ndim == 1 else maps, "maps", ndim=2)
+    bar_width, bar_height = _check_size(width, "width", 2), _check_size(row_height, "row_height", 2)
+    pad = _check_size(padding, "padding", 0)
+    lines = None
+    if signals is not None:
+        if not isinstance(signals, (Tensor, np.ndarray)):
+            raise TypeError(f"signals must be an (N, L) tensor or numpy array, got {type(signals).__name__}")
+        tensor = torch.from_numpy(np.array(signals)) if isinstance(signals, np.ndarray) else signals
+        lines = tensor.detach().to("cpu", torch.float64).reshape(-1, tensor.shape[-1])
+        if lines.shape[0] != bars.shape[0] or lines.shape[1] < 2 or not torch.isfinite(lines).all():
+            raise ValueError(
+                f"signals must be finite, (N, L') with N = {bars.shape[0]} rows and L' >= 2, got {tuple(tensor.shape)}"
+            )
+    names = _check_labels(labels, bars.shape[0], "labels")
+    font = _font(max(10, min(bar_height - 2, 14)))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = pad + (int(max(probe.textlength(name, font=font) for name in names)) + pad if names else 0)
+    canvas = Image.new("RGB", (left + bar_width + pad, pad + bars.shape[0] * (bar_height + pad)), _BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    for i in range(bars.shape[0]):
+        top = pad + i * (bar_height + pad)
+        canvas.paste(colorize(bars[i : i + 1], colormap, size=(bar_width, bar_height)), (left, top))
+        if names:
+            draw.text((pad, top + (bar_height - _line_height(font)) / 2), names[i], fill=_INK, font=font)
+        if lines is not None:
+            row = lines[i]
+            span = (row.max() - row.min()).item()
+            level = (row - row.min()) / span if span > 0 else torch.full_like(row, 0.5)
+            xs = torch.linspace(left, left + bar_width - 1, row.numel())
+            ys = top + (1 - level) * (bar_height - 1)
+            points = list(zip(xs.tolist(), ys.tolist(), strict=True))
+            draw.line(points, fill=_INK, width=3)  # a dark halo keeps the white line visible on any colour
+            draw.line(points, fill=_BACKGROUND, width=1)
+    return canvas
