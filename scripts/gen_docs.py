@@ -1,0 +1,155 @@
+"""Generate the docs' tables from code: the method table (registry), the target-layer table, CLI help.
+
+Run ``python scripts/gen_docs.py`` to rewrite the generated blocks of README.md and docs/*.md;
+``--check`` exits 1 when a block is stale (tests/test_docs.py runs the check).
+
+A generated block sits between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import camkit
+from camkit.layers import resolve_layers
+from camkit.methods.activation import resolve_fc_weight
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+# Architectures of the target-layer table: (label, loader name). Random weights: only shapes matter.
+ARCHITECTURES = [
+    ("EfficientNet-Lite0 (camkit default)", "efficientnet_lite0"),
+    ("ResNet-18 / 50, ResNeXt", "torchvision:resnet50"),
+    ("DenseNet-121", "torchvision:densenet121"),
+    ("VGG-16", "torchvision:vgg16"),
+    ("MobileNet v2", "torchvision:mobilenet_v2"),
+    ("MobileNet v3 (large)", "torchvision:mobilenet_v3_large"),
+    ("EfficientNet-B0", "torchvision:efficientnet_b0"),
+    ("ConvNeXt-Tiny", "torchvision:convnext_tiny"),
+    ("RegNetY-400MF", "torchvision:regnet_y_400mf"),
+    ("SqueezeNet 1.1", "torchvision:squeezenet1_1"),
+]
+
+
+def methods_table() -> str:
+    """One row per registry method: class, name, whether `scores` is needed, family, summary."""
+    import camkit.methods as methods
+
+    classes = {
+        value.method: name
+        for name, value in vars(methods).items()
+        if isinstance(value, type) and issubclass(value, camkit.CAMExtractor) and value.method
+    }
+    rows = [
+        "| class | registry name | needs `scores` | family | what it does |",
+        "|---|---|---|---|---|",
+    ]
+    for name in camkit.list_methods():
+        spec = camkit.get_method(name)
+        summary = spec.summary.split(": ", 1)[-1].rstrip(".").replace("|", "\\|")
+        scores = "yes" if spec.needs_scores else "no"
+        rows.append(f"| `{classes.get(name, 'CAMExtractor')}` | `{name}` | {scores} | {spec.family} | {summary} |")
+    return "\n".join(rows)
+
+
+def target_layer_table() -> str:
+    """For common architectures: camkit's automatic target layer, its output, and CAM's head."""
+    rows = [
+        "| architecture | automatic `target_layer` | its output at 224 px | default in `camkit.models` | CAM head |",
+        "|---|---|---|---|---|",
+    ]
+    logging.getLogger("camkit").setLevel(logging.ERROR)
+    from camkit.engine import candidate_layers
+    from camkit.models import load_model
+
+    for label, name in ARCHITECTURES:
+        loaded = load_model(name, pretrained=False)
+        model = loaded.model
+        chosen = resolve_layers(model, None, (3, 224, 224))[0]
+        shapes = dict(candidate_layers(model, (3, 224, 224)))
+        shape = "×".join(map(str, shapes[chosen][1:]))
+        try:
+            resolve_fc_weight(model, None)
+            head = next(n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))
+            cam = f"`{head}`"
+        except ValueError:
+            linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+            cam = f"n/a ({linear} Linear layers)" if linear else "n/a (no Linear head)"
+        default = f"`{loaded.target_layer}`" if loaded.target_layer else "automatic"
+        rows.append(f"| {label} | `{chosen}` | {shape} | {default} | {cam} |")
+    return "\n".join(rows)
+
+
+def cli_help() -> str:
+    """The `--help` of every `camkit` subcommand."""
+    from camkit.cli import build_parser
+
+    parser = build_parser()
+    blocks = []
+    for command in ("explain", "report", "methods", "layers"):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            parser.parse_args([command, "--help"])
+        blocks.append(f"### `camkit {command}`\n\n```text\n{out.getvalue().rstrip()}\n```")
+    return "\n\n".join(blocks)
+
+
+GENERATORS: dict[str, Callable[[], str]] = {
+    "methods": methods_table,
+    "target-layers": target_layer_table,
+    "cli": cli_help,
+}
+BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- /generated:\2 -->)", re.DOTALL)
+
+
+def render(text: str, cache: dict[str, str]) -> str:
+    """``text`` with every generated block rewritten."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(2)
+        if name not in cache:
+            cache[name] = GENERATORS[name]()
+        return f"{match.group(1)}{cache[name]}\n{match.group(4)}"
+
+    return BLOCK.sub(replace, text)
+
+
+def stale_files() -> list[Path]:
+    """The files whose generated blocks differ from what the code gives now."""
+    cache: dict[str, str] = {}
+    return [path for path in FILES if path.exists() and render(path.read_text(), cache) != path.read_text()]
+
+
+def main() -> int:
+    """Rewrite (or with --check, verify) every generated block."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="exit 1 if a generated block is stale")
+    args = parser.parse_args()
+    if args.check:
+        stale = stale_files()
+        for path in stale:
+            print(f"stale generated block in {path.relative_to(ROOT)}: run python scripts/gen_docs.py")
+        return 1 if stale else 0
+    cache: dict[str, str] = {}
+    for path in FILES:
+        if path.exists():
+            text = path.read_text()
+            new = render(text, cache)
+            if new != text:
+                path.write_text(new)
+                print(f"updated {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
