@@ -115,6 +115,29 @@ def test_explain_a_folder_with_a_class_and_layer(tmp_path):
     assert "blocks.6" in result.stdout
 
 
+def test_explain_with_a_checkpoint_and_labels(tmp_path):
+    import torch
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    torch.save(resnet18(num_classes=3).state_dict(), tmp_path / "mine.pt")
+    (tmp_path / "labels.txt").write_text("cat\ndog\nbird\n")
+    out = tmp_path / "out"
+    args = [
+        "--model",
+        "torchvision:resnet18",
+        "--checkpoint",
+        tmp_path / "mine.pt",
+        "--labels",
+        tmp_path / "labels.txt",
+    ]
+    result = run("explain", ASSETS / "chelsea.png", *args, "--class", "1", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in out.glob("*.png")] == ["chelsea_gradcam_1.png"]
+    assert all(name in result.stdout for name in ("cat (0)", "dog (1)", "bird (2)"))
+    assert_one_line_error(run("explain", ASSETS / "chelsea.png", *args, "--class", "3"), 1, "--class 3", "0..2")
+
+
 def test_user_errors_are_one_line_with_the_fix(tmp_path):
     assert_one_line_error(run("explain", tmp_path / "missing.png"), 1, "does not exist")
     assert_one_line_error(

