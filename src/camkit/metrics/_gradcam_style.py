@@ -1,0 +1,386 @@
+"""pytorch-grad-cam's metric classes, on camkit's batched, device-native metrics.
+
+They take pytorch-grad-cam's constructor and call arguments, ``(input_tensor, cams, targets,
+model)``, so code written for ``pytorch_grad_cam.metrics`` runs by changing the import. ``cams``
+may be its numpy ``(N, H, W)`` maps or anything camkit's metrics accept (resized to the input);
+``targets`` one target per sample, or any target camkit accepts.
+
+What differs from pytorch-grad-cam 1.5.7, on purpose:
+
+* The result is a :class:`~camkit.metrics.MetricResult` (``.per_sample`` tensor, ``.mean``), not
+  a numpy array.
+* The model runs in eval mode (restored afterwards), batched, under ``inference_mode``, on its own
+  device; pytorch-grad-cam uses whatever mode the model is in and copies through the CPU.
+* ROAD removes exactly the pixels at or above the percentile's rank, where pytorch-grad-cam's
+  value threshold (``map < np.percentile(map, p)``) removes every tied pixel: on a ReLU'd map whose
+  zeros reach the threshold, its MoRF imputes the whole image from nothing. ``percentile="auto"``
+  (Otsu) is not offered: pytorch-grad-cam's version swaps MoRF and LeRF (it keeps the pixels above
+  the Otsu threshold in MoRF).
+* ``ROAD*`` take ``noise`` and ``generator`` (pytorch-grad-cam fixes 0.01 and the global RNG; its
+  ``NoisyLinearImputer(weighting=...)`` argument is ignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, overload
+
+import torch
+from torch import Tensor, nn
+
+from camkit.metrics._common import MapsLike, MetricResult, TargetLike, make_result, prepare_maps
+from camkit.metrics._confidence import ConfidenceChange, confidence_change
+from camkit.metrics._road import DEFAULT_PERCENTILES, _percentiles, _single, road, road_combined
+
+__all__ = [
+    "CamMultImageConfidenceChange",
+    "DropInConfidence",
+    "IncreaseInConfidence",
+    "ROADCombined",
+    "ROADLeastRelevantFirst",
+    "ROADLeastRelevantFirstAverage",
+    "ROADMostRelevantFirst",
+    "ROADMostRelevantFirstAverage",
+]
+
+
+class CamMultImageConfidenceChange:
+    """pytorch-grad-cam's ``CamMultImageConfidenceChange``: :math:`O - Y` per sample.
+
+    Call it with pytorch-grad-cam's arguments ``(input_tensor, cams, targets, model)``; ``cams``
+    may be numpy ``(N, H, W)`` or any maps camkit accepts, ``targets`` one target per sample or any
+    target camkit accepts (see the module docstring for what differs from pytorch-grad-cam).
+
+    Example:
+        >>> from torch import nn
+        >>> from camkit.targets import ClassifierOutputSoftmaxTarget
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> metric = CamMultImageConfidenceChange()
+        >>> metric(torch.rand(1, 1, 4, 4), torch.ones(1, 4, 4), [ClassifierOutputSoftmaxTarget(0)], model).mean
+        0.0
+    """
+
+    def _values(self, change: ConfidenceChange, return_diff: bool) -> Tensor:
+        return change.change.per_sample if return_diff else change.masked
+
+    @overload
+    def __call__(
+        self,
+        input_tensor: Tensor,
+        cams: MapsLike,
+        targets: TargetLike,
+        model: nn.Module,
+        return_visualization: Literal[False] = False,
+        return_diff: bool = True,
+        *,
+        batch_size: int = 32,
+    ) -> MetricResult: ...
+
+    @overload
+    def __call__(
+        self,
+        input_tensor: Tensor,
+        cams: MapsLike,
+        targets: TargetLike,
+        model: nn.Module,
+        return_visualization: Literal[True],
+        return_diff: bool = True,
+        *,
+        batch_size: int = 32,
+    ) -> tuple[MetricResult, Tensor]: ...
+
+    def __call__(
+        self,
+        input_tensor: Tensor,
+        cams: MapsLike,
+        targets: TargetLike,
+        model: nn.Module,
+        return_visualization: bool = False,
+        return_diff: bool = True,
+        *,
+        batch_size: int = 32,
+    ) -> MetricResult | tuple[MetricResult, Tensor]:
+        """Score change of the inputs multiplied by their maps.
+
+        Args:
+            input_tensor: ``(N, C, *S)`` inputs.
+            cams: one map per sample.
+            targets: one target per sample (or any camkit target).
+            model: the model.
+            return_visualization: also return the map-multiplied inputs.
+            return_diff: :math:`O - Y` (True) or :math:`O` (False).
+            batch_size: inputs per forward.
+
+        Returns:
+            The per-sample values and their mean (and the perturbed inputs).
+        """
+        change = confidence_change(model, input_tensor, cams, targets, batch_size=batch_size)
+        result = make_result(self._values(change, return_diff))
+        if not return_visualization:
+            return result
+        weights = prepare_maps(cams, input_tensor.shape[0], input_tensor.shape[2:], input_tensor.device)
+        return result, input_tensor.detach() * weights.unsqueeze(1).to(input_tensor.dtype)
+
+
+class DropInConfidence(CamMultImageConfidenceChange):
+    r"""pytorch-grad-cam's ``DropInConfidence``: :math:`\max(0, Y - O)` per sample (not divided by :math:`Y`).
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> DropInConfidence()(torch.rand(1, 1, 4, 4), torch.ones(1, 4, 4), 0, model).mean
+        0.0
+    """
+
+    def _values(self, change: ConfidenceChange, return_diff: bool) -> Tensor:
+        return torch.clamp(-super()._values(change, return_diff), min=0)
+
+
+class IncreaseInConfidence(CamMultImageConfidenceChange):
+    r"""pytorch-grad-cam's ``IncreaseInConfidence``: :math:`\mathbb{1}[O - Y > 0]` per sample.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> IncreaseInConfidence()(torch.rand(1, 1, 4, 4), torch.ones(1, 4, 4), 0, model).mean
+        0.0
+    """
+
+    def _values(self, change: ConfidenceChange, return_diff: bool) -> Tensor:
+        values = super()._values(change, return_diff)
+        return torch.where(torch.isnan(values), values, (values > 0).to(values.dtype))
+
+
+class ROADMostRelevantFirst:
+    """pytorch-grad-cam's ``ROADMostRelevantFirst``: impute the ``100 - percentile`` % most relevant pixels.
+
+    ``percentile`` is the percent of pixels kept, as in pytorch-grad-cam (the default 80 removes
+    20 %); :func:`camkit.metrics._road` takes the percent removed. The value is :math:`s_r - s_0`.
+
+    Args:
+        percentile: percent of pixels kept, in ``(0, 100)``.
+        noise: standard deviation of the imputation noise.
+        generator: random generator for the noise.
+        batch_size: imputed inputs per forward.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> metric = ROADMostRelevantFirst(percentile=75, noise=0.0)
+        >>> metric(torch.rand(1, 1, 4, 4), torch.rand(1, 4, 4), [0], model).per_sample.shape
+        torch.Size([1])
+    """
+
+    order = "morf"
+
+    def __init__(
+        self,
+        percentile: float = 80,
+        *,
+        noise: float = 0.01,
+        generator: torch.Generator | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        self.percentile = _percentiles([percentile], "percentile")[0]
+        self.noise = noise
+        self.generator = generator
+        self.batch_size = batch_size
+
+    @overload
+    def __call__(
+        self,
+        input_tensor: Tensor,
+        cams: MapsLike,
+        targets: TargetLike,
+        model: nn.Module,
+        return_visualization: Literal[False] = False,
+        return_diff: bool = True,
+    ) -> MetricResult: ...
+
+    @overload
+    def __call__(
+        self,
+        input_tensor: Tensor,
+        cams: MapsLike,
+        targets: TargetLike,
+        model: nn.Module,
+        return_visualization: Literal[True],
+        return_diff: bool = True,
+    ) -> tuple[MetricResult, Tensor]: ...
+
+    def __call__(
+        self,
+        input_tensor: Tensor,
+        cams: MapsLike,
+        targets: TargetLike,
+        model: nn.Module,
+        return_visualization: bool = False,
+        return_diff: bool = True,
+    ) -> MetricResult | tuple[MetricResult, Tensor]:
+        """Score change (or score, ``return_diff=False``) of the imputed inputs.
+
+        Args:
+            input_tensor: ``(N, C, H, W)`` inputs.
+            cams: one map per sample.
+            targets: one target per sample (or any camkit target).
+            model: the model.
+            return_visualization: also return the imputed inputs.
+            return_diff: :math:`s_r - s_0` (True) or :math:`s_r` (False).
+
+        Returns:
+            The per-sample values and their mean (and the imputed inputs).
+        """
+        return _single(
+            self.order,
+            self.percentile,
+            input_tensor,
+            cams,
+            targets,
+            model,
+            return_visualization,
+            return_diff,
+            self.noise,
+            self.generator,
+            self.batch_size,
+        )
+
+
+class ROADLeastRelevantFirst(ROADMostRelevantFirst):
+    """pytorch-grad-cam's ``ROADLeastRelevantFirst``: impute the ``100 - percentile`` % least relevant pixels.
+
+    ``percentile`` is the percent of pixels kept (the default 20 removes 80 %), as in pytorch-grad-cam.
+
+    Args:
+        percentile: percent of pixels kept, in ``(0, 100)``.
+        noise: standard deviation of the imputation noise.
+        generator: random generator for the noise.
+        batch_size: imputed inputs per forward.
+    """
+
+    order = "lerf"
+
+    def __init__(
+        self,
+        percentile: float = 20,
+        *,
+        noise: float = 0.01,
+        generator: torch.Generator | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        super().__init__(percentile, noise=noise, generator=generator, batch_size=batch_size)
+
+
+class ROADMostRelevantFirstAverage:
+    """pytorch-grad-cam's ``ROADMostRelevantFirstAverage``: MoRF averaged over ``percentiles`` (percent kept).
+
+    Args:
+        percentiles: percents of pixels kept, each in ``(0, 100)``.
+        noise: standard deviation of the imputation noise.
+        generator: random generator for the noise.
+        batch_size: imputed inputs per forward.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> metric = ROADMostRelevantFirstAverage([25, 75], noise=0.0)
+        >>> metric(torch.rand(1, 1, 4, 4), torch.rand(1, 4, 4), [0], model).curve.shape
+        torch.Size([1, 2])
+    """
+
+    order = "morf"
+
+    def __init__(
+        self,
+        percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+        *,
+        noise: float = 0.01,
+        generator: torch.Generator | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        self.percentiles = _percentiles(percentiles)
+        self.noise = noise
+        self.generator = generator
+        self.batch_size = batch_size
+
+    def _removed(self) -> list[float]:
+        return [100 - p for p in self.percentiles]
+
+    def __call__(self, input_tensor: Tensor, cams: MapsLike, targets: TargetLike, model: nn.Module) -> MetricResult:
+        """Mean score change over the percentiles; ``.curve`` holds each percentile's change.
+
+        Args:
+            input_tensor: ``(N, C, H, W)`` inputs.
+            cams: one map per sample.
+            targets: one target per sample (or any camkit target).
+            model: the model.
+
+        Returns:
+            A :class:`~camkit.metrics.CurveResult` whose ``fractions`` are the removed fractions.
+        """
+        return road(
+            model,
+            input_tensor,
+            cams,
+            targets,
+            order=self.order,
+            percentiles=self._removed(),
+            noise=self.noise,
+            generator=self.generator,
+            batch_size=self.batch_size,
+        )
+
+
+class ROADLeastRelevantFirstAverage(ROADMostRelevantFirstAverage):
+    """pytorch-grad-cam's ``ROADLeastRelevantFirstAverage``: LeRF averaged over ``percentiles`` (percent kept).
+
+    Args:
+        percentiles: percents of pixels kept, each in ``(0, 100)``.
+        noise: standard deviation of the imputation noise.
+        generator: random generator for the noise.
+        batch_size: imputed inputs per forward.
+    """
+
+    order = "lerf"
+
+
+class ROADCombined(ROADMostRelevantFirstAverage):
+    r"""pytorch-grad-cam's ``ROADCombined``: :math:`(\mathrm{LeRF} - \mathrm{MoRF}) / 2` averaged over ``percentiles``.
+
+    Both orders and all percentiles run in one batched pass.
+
+    Args:
+        percentiles: percents of pixels kept, each in ``(0, 100)``.
+        noise: standard deviation of the imputation noise.
+        generator: random generator for the noise.
+        batch_size: imputed inputs per forward.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> x = torch.rand(1, 1, 4, 4)
+        >>> ROADCombined([50], noise=0.0)(x, torch.full((1, 4, 4), 0.5), [0], model).mean  # a flat map
+        0.0
+    """
+
+    def __call__(self, input_tensor: Tensor, cams: MapsLike, targets: TargetLike, model: nn.Module) -> MetricResult:
+        """Combined score per sample; ``.curve`` holds each percentile's half difference.
+
+        Args:
+            input_tensor: ``(N, C, H, W)`` inputs.
+            cams: one map per sample.
+            targets: one target per sample (or any camkit target).
+            model: the model.
+
+        Returns:
+            A :class:`~camkit.metrics.CurveResult` whose ``fractions`` are the removed fractions.
+        """
+        return road_combined(
+            model,
+            input_tensor,
+            cams,
+            targets,
+            percentiles=self._removed(),
+            noise=self.noise,
+            generator=self.generator,
+            batch_size=self.batch_size,
+        )
