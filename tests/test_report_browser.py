@@ -255,6 +255,7 @@ def test_cli_report_of_the_bundled_photos_renders(browser: DevTools, tmp_path: P
     assert "wrote" in result.stdout
     state, errors, requested = open_page(browser, page)
     assert state["captions"] == ["input", "gradcam", "eigencam"] * 2
+    assert state["tables"] == 1 + 2  # the metrics summary and one metrics table per image
     assert len(state["images"]) == 1 + 2 * 3
     assert all(image["complete"] and image["width"] > 0 for image in state["images"])
     assert errors == []

@@ -7,6 +7,7 @@ Example:
 """
 
 from camkit import methods as methods
+from camkit import metrics as metrics
 from camkit.explanation import Explanation as Explanation
 from camkit.explanation import explain as explain
 from camkit.extractor import CAMExtractor as CAMExtractor
@@ -27,4 +28,5 @@ __all__ = [
     "get_method",
     "list_methods",
     "methods",
+    "metrics",
 ]

@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write a self-contained HTML page of images x methods")
     _add_explain_arguments(report, "all")
     report.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file to write")
+    report.add_argument(
+        "--metrics-steps",
+        type=int,
+        default=16,
+        help="deletion/insertion steps of the per-image faithfulness metrics; 0 skips the metrics (default: 16)",
+    )
     sub.add_parser("methods", help="list the CAM methods with one-line descriptions")
     layers = sub.add_parser("layers", help="list candidate target layers with their output shapes")
     _add_model_arguments(layers)
@@ -232,25 +238,57 @@ def _report(args: argparse.Namespace) -> int:
     from camkit.viz.report import ReportRow, write_report
 
     loaded, files, names, results = _run(args, "all")
+    if args.metrics_steps < 0:
+        raise UserError(f"--metrics-steps must be 0 (no metrics) or more, got {args.metrics_steps}")
     rows = []
     offset = 0
     for result in results:
-        for i in range(result.classes.shape[0]):
-            assert result.images is not None
+        assert result.images is not None
+        scores = _faithfulness(loaded, result, names, args) if args.metrics_steps else None
+        for i, image in enumerate(result.images):
             rows.append(
                 ReportRow(
                     title=files[offset + i].name,
-                    image=result.images[i],
+                    image=image,
                     predictions=[(name, p) for _, name, p in result.top(3)[i]],
                     maps={name: result.maps[name][i, 0] for name in names},
+                    metrics={} if scores is None else scores[i],
                 )
             )
-        offset += result.classes.shape[0]
+        offset += len(result.images)
     subtitle = f"model {loaded.name}; explained class: " + ("top-1" if args.class_idx is None else str(args.class_idx))
     path = write_report(args.out, rows, subtitle=subtitle, colormap=args.colormap, alpha=args.alpha)
     _print_predictions(files, results)
     print(f"wrote {path} ({len(rows)} images x {len(names)} methods)")
     return 0
+
+
+def _faithfulness(
+    loaded: LoadedModel, result: Explanation, names: Sequence[str], args: argparse.Namespace
+) -> list[dict[str, dict[str, float]]]:
+    """Per image and method: average drop, increase, deletion and insertion AUC of the explained class."""
+    from camkit.metrics import confidence_change, deletion, insertion
+
+    assert result.images is not None
+    device = next(iter(loaded.model.parameters())).device
+    x = torch.stack([loaded.preprocess.to_tensor(view) for view in result.images]).to(device)
+    classes = result.classes[:, 0].tolist()
+    per_image: list[dict[str, dict[str, float]]] = [{} for _ in classes]
+    options = {"steps": args.metrics_steps, "batch_size": args.batch_size}
+    for name in names:
+        maps = result.maps[name][:, 0]
+        change = confidence_change(loaded.model, x, maps, classes, batch_size=args.batch_size)
+        deleted = deletion(loaded.model, x, maps, classes, baseline=0.0, **options)
+        inserted = insertion(loaded.model, x, maps, classes, baseline="blur", **options)
+        columns = {
+            "drop ↓": change.drop.per_sample,
+            "increase ↑": change.increase.per_sample,
+            "deletion ↓": deleted.per_sample,
+            "insertion ↑": inserted.per_sample,
+        }
+        for i in range(len(classes)):
+            per_image[i][name] = {metric: float(values[i]) for metric, values in columns.items()}
+    return per_image
 
 
 def _methods_cmd() -> int:
