@@ -5,6 +5,14 @@
 * Gradients come from :func:`torch.autograd.grad` — never ``Tensor.backward`` — so no parameter's
   ``.grad`` is touched and the backward stops at the target layers.
 * Hooks record only when the engine's gate allows it (see :func:`camkit.engine.paused`).
+* Attention probabilities ``(N, heads, T, T)`` of transformer blocks are read without changing the
+  model's code: timm's ``Attention`` runs its unfused path (``fused_attn = False``; the softmax
+  output passes its ``attn_drop`` dropout, which is hooked), Hugging Face attention runs in eager
+  mode (``config._attn_implementation = "eager"``; the module returns the probabilities), and
+  :class:`torch.nn.MultiheadAttention`'s are recomputed from its inputs and weights. With
+  gradients on, that module's output becomes ``out.detach() + (r - r.detach())`` for the
+  recomputed ``r``: the same values, with gradients through the recomputed probabilities. Every
+  flag is restored when the hooks are removed.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from camkit.engine import _GATE, NO_GRAD_HINT
+from camkit.reshape import attention_kind, multihead_self_attention
 
 __all__ = ["Capture"]
 
@@ -32,6 +41,7 @@ class Capture:
         input_grad: when the forward runs with gradients, hand the model a leaf copy of its input
             that requires grad, so :meth:`gradients` also yields ``d score / d x`` (in
             :attr:`input_grad`); implies ``capture_input``.
+        attention: dotted names of attention modules whose probabilities to keep (:meth:`attention`).
 
     Example:
         >>> import torch
@@ -45,33 +55,74 @@ class Capture:
     """
 
     def __init__(
-        self, model: nn.Module, layer_names: Sequence[str], capture_input: bool = False, input_grad: bool = False
+        self,
+        model: nn.Module,
+        layer_names: Sequence[str],
+        capture_input: bool = False,
+        input_grad: bool = False,
+        attention: Sequence[str] = (),
     ) -> None:
         self.model = model
         self.layer_names = list(layer_names)
+        self.attention_names = list(attention)
         self.capture_input = capture_input or input_grad
         self.input_grad_wanted = input_grad
         self.enabled = True
         self._handles: list[RemovableHandle] = []
+        self._flags: list[tuple[object, str, Any]] = []
         self._replacement: tuple[int, Tensor] | None = None
         self.reset()
 
     # lifecycle -----------------------------------------------------------------------------
     def attach(self) -> None:
-        """Register the hooks (idempotent)."""
+        """Register the hooks and set the attention flags (idempotent).
+
+        Raises:
+            ValueError: for an attention module camkit cannot read (see :func:`camkit.reshape.attention_kind`).
+        """
         if self._handles:
             return
         modules = dict(self.model.named_modules())
-        for idx, name in enumerate(self.layer_names):
-            self._handles.append(modules[name].register_forward_hook(self._layer_hook(idx)))
-        if self.capture_input:
-            self._handles.append(self.model.register_forward_pre_hook(self._input_hook))
+        try:
+            for idx, name in enumerate(self.layer_names):
+                self._handles.append(modules[name].register_forward_hook(self._layer_hook(idx)))
+            for idx, name in enumerate(self.attention_names):
+                self._attach_attention(idx, name, modules[name])
+            self._handles.append(self.model.register_forward_pre_hook(self._input_hook, with_kwargs=True))
+        except BaseException:
+            self.remove()
+            raise
+
+    def _attach_attention(self, idx: int, name: str, module: nn.Module) -> None:
+        kind = attention_kind(module)
+        hook = self._attention_hook(idx, kind or "")
+        if kind == "timm":
+            self._set_flag(module, "fused_attn", False)
+            self._handles.append(module.get_submodule("attn_drop").register_forward_hook(hook))
+        elif kind == "huggingface":
+            self._set_flag(module.config, "_attn_implementation", "eager")
+            self._handles.append(module.register_forward_hook(hook))
+        elif kind == "torch":
+            self._handles.append(module.register_forward_hook(hook, with_kwargs=True))
+        else:
+            raise ValueError(
+                f"{name!r} ({type(module).__name__}) is not an attention module camkit can read: expected timm's "
+                "Attention, torch.nn.MultiheadAttention or a Hugging Face attention module (transformers >= 5)"
+            )
+
+    def _set_flag(self, owner: object, attribute: str, value: Any) -> None:
+        if not any(o is owner and a == attribute for o, a, _ in self._flags):
+            self._flags.append((owner, attribute, getattr(owner, attribute)))
+        setattr(owner, attribute, value)
 
     def remove(self) -> None:
-        """Remove every hook this capture registered."""
+        """Remove every hook this capture registered and restore the attention flags."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for owner, attribute, value in reversed(self._flags):
+            setattr(owner, attribute, value)
+        self._flags.clear()
 
     @property
     def attached(self) -> bool:
@@ -82,8 +133,12 @@ class Capture:
         """Forget captured tensors (the hooks stay)."""
         self._sources: list[Tensor | None] = [None] * len(self.layer_names)
         self._errors: list[str | None] = [None] * len(self.layer_names)
+        self._attention: list[Tensor | None] = [None] * len(self.attention_names)
+        self._attention_errors: list[str | None] = [None] * len(self.attention_names)
         self.input: Tensor | None = None
         self.input_grad: Tensor | None = None
+        #: spatial size of the model input of the last forward (``x.shape[2:]``)
+        self.input_size: tuple[int, ...] | None = None
 
     def __enter__(self) -> Capture:
         self.attach()
@@ -95,14 +150,16 @@ class Capture:
     @contextlib.contextmanager
     def recording(self) -> Iterator[Capture]:
         """Capture into fresh storage for the block, then give back the previous tensors."""
-        saved = (self._sources, self._errors, self.input)
+        names = ("_sources", "_errors", "_attention", "_attention_errors", "input", "input_size")
+        saved = [getattr(self, name) for name in names]
         self.reset()
         token = _GATE.set(self)
         try:
             yield self
         finally:
             _GATE.reset(token)
-            self._sources, self._errors, self.input = saved
+            for name, value in zip(names, saved, strict=True):
+                setattr(self, name, value)
 
     @contextlib.contextmanager
     def replacing(self, layer: int, output: Tensor) -> Iterator[None]:
@@ -154,20 +211,41 @@ class Capture:
 
         return hook
 
-    def _input_hook(self, _module: nn.Module, args: Any) -> Any:
+    def _attention_hook(self, idx: int, kind: str) -> Callable[..., Any]:
+        def hook(module: nn.Module, *rest: Any) -> Any:
+            if not self._recording() or self._replacement is not None:
+                return None
+            output, result = rest[-1], None
+            if kind == "torch":
+                found = multihead_self_attention(module, rest[0], rest[1])
+                probs = None if found is None else found[0]
+                if found is not None and found[0].requires_grad:  # the output, with gradients through probs
+                    result = (output[0].detach() + (found[1] - found[1].detach()), *output[1:])
+            else:
+                probs = output[1] if kind == "huggingface" and isinstance(output, tuple) else output
+            if isinstance(probs, Tensor) and probs.ndim == 4 and probs.shape[-1] == probs.shape[-2]:
+                self._attention[idx], self._attention_errors[idx] = probs, None
+            else:
+                self._attention_errors[idx] = (
+                    f"attention module {self.attention_names[idx]!r} gave no (N, heads, T, T) self-attention "
+                    "probabilities (masks, cross-attention and added key/value tokens are not supported)"
+                )
+            return result
+
+        return hook
+
+    def _input_hook(self, _module: nn.Module, args: Any, kwargs: Any) -> Any:
         if not self._recording() or self._replacement is not None:
             return None
-        if args and isinstance(args[0], Tensor):
-            x = args[0]
-            if (
-                self.input_grad_wanted
-                and torch.is_grad_enabled()
-                and x.is_floating_point()
-                and not torch.is_inference(x)
-            ):
-                self.input = x.detach().clone().requires_grad_(True)
-                return (self.input, *args[1:])
-            self.input = x.detach().clone()
+        first = next((v for v in (*args, *kwargs.values()) if isinstance(v, Tensor)), None)
+        self.input_size = None if first is None else tuple(first.shape[2:])
+        if not self.capture_input or not args or not isinstance(args[0], Tensor):
+            return None
+        x = args[0]
+        if self.input_grad_wanted and torch.is_grad_enabled() and x.is_floating_point() and not torch.is_inference(x):
+            self.input = x.detach().clone().requires_grad_(True)
+            return (self.input, *args[1:]), kwargs
+        self.input = x.detach().clone()
         return None
 
     # reading -------------------------------------------------------------------------------
@@ -200,6 +278,25 @@ class Capture:
             One tensor per target layer.
         """
         return [s.detach() for s in self.sources()]
+
+    def attention(self) -> list[Tensor]:
+        """The captured attention probabilities ``(N, heads, T, T)``, one per attention module, in the graph.
+
+        Returns:
+            One tensor per name in ``attention``.
+
+        Raises:
+            ValueError: if a module did not run or gave no probabilities.
+        """
+        for name, probs, error in zip(self.attention_names, self._attention, self._attention_errors, strict=True):
+            if error is not None:
+                raise ValueError(error)
+            if probs is None:
+                raise ValueError(
+                    f"no attention was captured for {name!r}: run the forward (scores = model(x)) after "
+                    "creating the extractor and before calling it"
+                )
+        return [p for p in self._attention if p is not None]
 
     def gradients(self, score: Tensor, retain_graph: bool = False, create_graph: bool = False) -> list[Tensor]:
         """``d score / d A`` for every target layer, by :func:`torch.autograd.grad`.

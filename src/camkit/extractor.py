@@ -7,8 +7,8 @@ its options.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -17,15 +17,52 @@ from camkit import ops
 from camkit.capture import Capture
 from camkit.layers import LayerSpec, resolve_layers
 from camkit.probe import ModelProbe
-from camkit.registry import MethodContext, MethodSpec, get_method
+from camkit.registry import MethodContext, MethodSpec, Probe, get_method
+from camkit.reshape import attention_kind, grid_index, infer_layout, scatter_grid, transformer_info
 from camkit.targets import ClassTarget, Target, logits_of
 
-__all__ = ["CAMExtractor"]
+__all__ = ["CAMExtractor", "HookedExtractor"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-class CAMExtractor:
+_E = TypeVar("_E", bound="HookedExtractor")
+
+
+class HookedExtractor:
+    """The lifecycle every extractor shares: a context manager over one :class:`Capture`.
+
+    Subclasses set ``self._capture`` (attached) in ``__init__``; leaving the ``with`` block removes
+    every hook and restores every flag the capture set, also after an exception.
+    """
+
+    _capture: Capture
+
+    def __enter__(self: _E) -> _E:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove_hooks()
+        self.reset_hooks()
+
+    def remove_hooks(self) -> None:
+        """Remove every hook this extractor put on the model (and restore the flags it set)."""
+        self._capture.remove()
+
+    def reset_hooks(self) -> None:
+        """Forget the captured tensors (the hooks stay)."""
+        self._capture.reset()
+
+    def enable_hooks(self) -> None:
+        """Record the following forwards (the default)."""
+        self._capture.enabled = True
+
+    def disable_hooks(self) -> None:
+        """Ignore the following forwards until :meth:`enable_hooks`."""
+        self._capture.enabled = False
+
+
+class CAMExtractor(HookedExtractor):
     """Hooks ``target_layer`` and computes one registry method's maps from the user's forward.
 
     Args:
@@ -40,7 +77,8 @@ class CAMExtractor:
             ``progress=True|False``: progress line for long perturbation runs (default: on a terminal);
             ``reforward="auto"|"fast"|"full"``: how AblationCAM-like methods re-run the network
             (see :mod:`camkit.probe`); ``reshape_transform=fn``: maps activations and gradients to
-            ``(N, C, *S)`` (e.g. ViT tokens to a grid) before weighting; ``eigen_smooth=True``:
+            ``(N, C, *S)`` before weighting (default: transformer token and channels-last outputs
+            are read as grids automatically, see :mod:`camkit.reshape`); ``eigen_smooth=True``:
             the first principal component of the weighted activations instead of their sum.
 
     Raises:
@@ -84,37 +122,22 @@ class CAMExtractor:
         if target_layer is None and self.spec.layers is not None:
             target_layer = self.spec.layers(model)
         self.target_names = resolve_layers(model, target_layer, self.input_shape)
+        self._info = transformer_info(model)
         self.batch_size = batch_size
         self.options = options
+        # Second derivatives (needs_hvp) do not pass fused attention kernels: capturing the attention
+        # switches timm/Hugging Face attention to their plain paths and routes torch's through a
+        # recomputation, for the life of the hooks.
+        attention = [n for n, m in model.named_modules() if n and attention_kind(m)] if self.spec.needs_hvp else []
         self._capture = Capture(
-            model, self.target_names, capture_input=self.spec.needs_input, input_grad=self.input_gradient
+            model,
+            self.target_names,
+            capture_input=self.spec.needs_input,
+            input_grad=self.input_gradient,
+            attention=attention,
         )
         self._capture.enabled = enable_hooks
         self._capture.attach()
-
-    # lifecycle -------------------------------------------------------------------------------
-    def __enter__(self) -> CAMExtractor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove_hooks()
-        self.reset_hooks()
-
-    def remove_hooks(self) -> None:
-        """Remove every hook this extractor put on the model."""
-        self._capture.remove()
-
-    def reset_hooks(self) -> None:
-        """Forget the captured activations and input (the hooks stay)."""
-        self._capture.reset()
-
-    def enable_hooks(self) -> None:
-        """Record the following forwards (the default)."""
-        self._capture.enabled = True
-
-    def disable_hooks(self) -> None:
-        """Ignore the following forwards until :meth:`enable_hooks`."""
-        self._capture.enabled = False
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.options.items() if k != "fc_weight")
@@ -200,13 +223,35 @@ class CAMExtractor:
             grads = list(found)
         return [self._map(i, src.detach(), grads[i], target, normalized, hvps[i]) for i, src in enumerate(sources)]
 
+    def _layout(self, layer: int, a: Tensor) -> Callable[[Tensor], Tensor] | None:
+        """The user's ``reshape_transform``, else the inferred grid layout of a transformer output."""
+        explicit: Callable[[Tensor], Tensor] | None = self.options.get("reshape_transform")
+        if explicit is not None:
+            return explicit
+        size = self._capture.input_size
+        if size is None and self._info is not None:
+            size = self._info.image_size
+        if size is None or len(size) != 2 or a.ndim not in (3, 4):
+            return None
+        name = self.target_names[layer]
+        layout = infer_layout(tuple(a.shape), size, self._info, self.model.get_submodule(name))
+        if layout is None and a.ndim == 3:
+            raise ValueError(
+                f"layer {name!r} outputs tokens of shape {tuple(a.shape)}, but no prefix of at most 16 tokens leaves "
+                f"a patch grid with the aspect ratio of the {size[0]}x{size[1]} input; pass reshape_transform="
+                "camkit.reshape.TokenLayout('tokens', height, width, prefix=P) (or a function returning (N, C, H, W))"
+            )
+        return layout
+
     def _map(
         self, layer: int, a: Tensor, g: Tensor | None, target: Target, normalized: bool, hvp: Tensor | None = None
     ) -> Tensor:
-        reshape = self.options.get("reshape_transform")
+        source = a
+        reshape = self._layout(layer, a)
         if reshape is not None:
-            a = reshape(a)
-            g = None if g is None else reshape(g)
+            a = reshape(a).contiguous()
+            g = None if g is None else reshape(g).contiguous()
+            hvp = None if hvp is None else reshape(hvp).contiguous()
         if a.ndim < 3:
             raise ValueError(
                 f"layer {self.target_names[layer]!r} outputs shape {tuple(a.shape)}, which has no spatial dims; "
@@ -228,7 +273,8 @@ class CAMExtractor:
         if self.spec.needs_input:
             reforward = self.options.get("reforward", "auto")
             progress = self.options.get("progress")
-            ctx.probe = ModelProbe(self.model, self._capture, target, layer, self.batch_size, reforward, progress)
+            probe = ModelProbe(self.model, self._capture, target, layer, self.batch_size, reforward, progress)
+            ctx.probe = probe if reshape is None else _GridProbe(probe, reshape, source)
         with torch.no_grad():
             out = self.spec.weights(a, g, ctx)
             if self.spec.output == "map":
@@ -264,3 +310,40 @@ class CAMExtractor:
     @staticmethod
     def _scale_cams(cams: list[Tensor]) -> list[Tensor]:
         return cams
+
+
+class _GridProbe:
+    """A probe seen through a grid layout: methods work on grids, the model gets its own layout back.
+
+    Replaced activations are written back with :func:`camkit.reshape.scatter_grid` (values the
+    layout drops, such as class tokens, keep the captured values of their sample).
+    """
+
+    def __init__(self, probe: Probe, reshape: Callable[[Tensor], Tensor], source: Tensor) -> None:
+        self.probe = probe
+        self.reshape = reshape
+        self.source = source
+        self.batch_size = probe.batch_size
+        self._index: Tensor | None = None
+
+    def chunks(
+        self, rows: int, repeat: int = 1, label: str = "inputs", row_bytes: int | None = None
+    ) -> Iterator[tuple[int, slice]]:
+        """The wrapped probe's chunks."""
+        return self.probe.chunks(rows, repeat, label, row_bytes)
+
+    def scores(self, inputs: Tensor, rows: Tensor) -> Tensor:
+        """The wrapped probe's scores."""
+        return self.probe.scores(inputs, rows)
+
+    def gradients(self, inputs: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Activation and gradient at the layer, as grids."""
+        act, grad = self.probe.gradients(inputs, rows)
+        return self.reshape(act).contiguous(), self.reshape(grad).contiguous()
+
+    def replaced_scores(self, activations: Tensor, rows: Tensor) -> Tensor:
+        """Scores when the layer outputs these grids (written back into its layout)."""
+        if self._index is None:
+            self._index = grid_index(self.reshape, self.source[:1])
+        base = self.source[rows.to(self.source.device)]
+        return self.probe.replaced_scores(scatter_grid(activations, base, self._index), rows)

@@ -54,7 +54,9 @@ class CAMMethod:
         model: the model (never modified: train/eval flags restored, ``.grad`` untouched).
         target_layers: list of modules (or dotted names); several layers are averaged.
             ``None`` picks the last spatial layer by a dummy forward of the first input's shape.
-        reshape_transform: maps a layer's activations (and gradients) to ``(N, C, *S)``.
+        reshape_transform: maps a layer's activations (and gradients) to ``(N, C, *S)``; ``None``:
+            transformer token and channels-last outputs (ViT, DeiT, Swin) are read as patch grids
+            automatically (see :mod:`camkit.reshape`), other outputs are used as they are.
         batch_size: keyword-only: inputs per forward for methods that re-run the model (ScoreCAM,
             AblationCAM, ...); also an attribute (``cam.batch_size = 64``).
         method: registry name (the named classes set it).
