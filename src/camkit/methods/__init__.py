@@ -1,11 +1,15 @@
 """CAM methods: registered weight functions and their TorchCAM-compatible extractor classes.
 
+``LeGrad`` and ``AttentionRollout`` (vision transformers) read attention instead of one layer's
+activation, so they are extractor classes without a registry entry (see :mod:`camkit.methods.attention`).
+
 Example:
     >>> from camkit.methods import GradCAM, LayerCAM, ScoreCAM, CAM
 """
 
 from camkit.methods import ablation as ablation
 from camkit.methods import activation as activation
+from camkit.methods import attention as attention
 from camkit.methods import elementwise as elementwise
 from camkit.methods import fullgrad as fullgrad
 from camkit.methods import gradient as gradient
@@ -13,6 +17,8 @@ from camkit.methods import projection as projection
 from camkit.methods import score as score
 from camkit.methods.ablation import AblationCAM as AblationCAM
 from camkit.methods.ablation import ReciproCAM as ReciproCAM
+from camkit.methods.attention import AttentionRollout as AttentionRollout
+from camkit.methods.attention import LeGrad as LeGrad
 from camkit.methods.elementwise import GradCAMElementWise as GradCAMElementWise
 from camkit.methods.elementwise import HiResCAM as HiResCAM
 from camkit.methods.extractors import CAM as CAM
@@ -46,6 +52,7 @@ __all__ = [
     "SESS",
     "SSCAM",
     "AblationCAM",
+    "AttentionRollout",
     "EigenCAM",
     "EigenGradCAM",
     "FinerCAM",
@@ -56,6 +63,7 @@ __all__ = [
     "GradCAMpp",
     "HiResCAM",
     "LayerCAM",
+    "LeGrad",
     "RandomCAM",
     "ReciproCAM",
     "RefineCAM",
