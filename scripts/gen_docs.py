@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 import camkit
-from camkit.layers import resolve_layers
+from camkit.layers import attention_blocks, resolve_layers
 from camkit.methods.activation import resolve_fc_weight
+from camkit.reshape import infer_layout, transformer_info
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -38,6 +39,15 @@ ARCHITECTURES = [
     ("ConvNeXt-Tiny", "torchvision:convnext_tiny"),
     ("RegNetY-400MF", "torchvision:regnet_y_400mf"),
     ("SqueezeNet 1.1", "torchvision:squeezenet1_1"),
+    ("ViT-B/16 (torchvision)", "torchvision:vit_b_16"),
+    ("DeiT-Tiny (timm)", "timm:deit_tiny_patch16_224"),
+    ("DeiT-Tiny distilled (timm)", "timm:deit_tiny_distilled_patch16_224"),
+    ("Swin-T (timm)", "timm:swin_tiny_patch4_window7_224"),
+]
+
+# Transformer families of the docs/transformers.md table (a subset of ARCHITECTURES).
+TRANSFORMERS = [
+    (label, name) for label, name in ARCHITECTURES if name.rsplit(":", 1)[-1].startswith(("vit", "deit", "swin"))
 ]
 
 
@@ -62,6 +72,17 @@ def methods_table() -> str:
     return "\n".join(rows)
 
 
+def _output(model: torch.nn.Module, name: str, shape: tuple[int, ...]) -> str:
+    """An output shape without the batch dim, and how camkit reads it when it is not channels-first."""
+    text = "×".join(map(str, shape[1:]))
+    layout = infer_layout(shape, (224, 224), transformer_info(model), model.get_submodule(name))
+    if layout is None:
+        return text
+    if layout.kind == "channels_last":
+        return f"{text} (channels-last {layout.height}×{layout.width})"
+    return f"{text} ({layout.prefix} + {layout.height}×{layout.width} tokens)"
+
+
 def target_layer_table() -> str:
     """For common architectures: camkit's automatic target layer, its output, and CAM's head."""
     rows = [
@@ -77,7 +98,6 @@ def target_layer_table() -> str:
         model = loaded.model
         chosen = resolve_layers(model, None, (3, 224, 224))[0]
         shapes = dict(candidate_layers(model, (3, 224, 224)))
-        shape = "×".join(map(str, shapes[chosen][1:]))
         try:
             resolve_fc_weight(model, None)
             head = next(n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))
@@ -86,7 +106,43 @@ def target_layer_table() -> str:
             linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
             cam = f"n/a ({linear} Linear layers)" if linear else "n/a (no Linear head)"
         default = f"`{loaded.target_layer}`" if loaded.target_layer else "automatic"
-        rows.append(f"| {label} | `{chosen}` | {shape} | {default} | {cam} |")
+        rows.append(f"| {label} | `{chosen}` | {_output(model, chosen, shapes[chosen])} | {default} | {cam} |")
+    return "\n".join(rows)
+
+
+def transformer_table() -> str:
+    """For transformer families: the automatic layer and its layout, and what LeGrad/rollout read."""
+    rows = [
+        "| architecture | automatic `target_layer` (CAM methods) | read as | the head reads | LeGrad, rollout |",
+        "|---|---|---|---|---|",
+    ]
+    logging.getLogger("camkit").setLevel(logging.ERROR)
+    from camkit.engine import candidate_layers
+    from camkit.models import load_model
+
+    for label, name in TRANSFORMERS:
+        model = load_model(name, pretrained=False).model
+        chosen = resolve_layers(model, None, (3, 224, 224))[0]
+        shape = dict(candidate_layers(model, (3, 224, 224)))[chosen]
+        layout = infer_layout(shape, (224, 224), transformer_info(model), model.get_submodule(chosen))
+        if layout is None:
+            read = "channels-first map"
+        elif layout.kind == "channels_last":
+            read = f"channels-last grid {layout.height}×{layout.width}"
+        else:
+            read = f"{layout.prefix} prefix + {layout.height}×{layout.width} patch tokens"
+        pooling = "the mean of the patch tokens"
+        info = transformer_info(model)
+        if layout is not None and layout.prefix > 0 and not (info is not None and info.pools_patches):
+            pooling = (
+                "class + distillation tokens" if getattr(model, "dist_token", None) is not None else "the class token"
+            )
+        try:
+            blocks = attention_blocks(model)
+            attention = f"{len(blocks)} blocks, `{blocks[0][0]}` … `{blocks[-1][0]}`"
+        except ValueError as exc:
+            attention = "n/a (windowed attention)" if "windows" in str(exc) else "n/a"
+        rows.append(f"| {label} | `{chosen}` | {read} | {pooling} | {attention} |")
     return "\n".join(rows)
 
 
@@ -107,6 +163,7 @@ def cli_help() -> str:
 GENERATORS: dict[str, Callable[[], str]] = {
     "methods": methods_table,
     "target-layers": target_layer_table,
+    "transformers": transformer_table,
     "cli": cli_help,
 }
 BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- /generated:\2 -->)", re.DOTALL)

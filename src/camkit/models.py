@@ -273,6 +273,10 @@ def _timm(arch: str, pretrained: bool, num_classes: int | None = None) -> Loaded
 
 def _default_layer(model: nn.Module) -> str | None:
     """A known good CAM layer for common families; ``None`` lets camkit choose by a dummy forward."""
+    from camkit.reshape import transformer_info
+
+    if transformer_info(model) is not None:  # token models: camkit's transformer rule picks the block
+        return None
     names = dict(model.named_modules())
     for candidate in ("layer4", "features", "stages", "bn2", "norm_pre", "conv_head"):
         if candidate in names:
