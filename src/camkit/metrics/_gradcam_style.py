@@ -23,7 +23,7 @@ What differs from pytorch-grad-cam 1.5.7, on purpose:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor, nn
@@ -302,8 +302,10 @@ class ROADMostRelevantFirstAverage:
         self.generator = generator
         self.batch_size = batch_size
 
-    def _removed(self) -> list[float]:
-        return [100 - p for p in self.percentiles]
+    def _options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`road` / :func:`road_combined` (percent kept → removed)."""
+        removed = [100 - p for p in self.percentiles]
+        return {"percentiles": removed, "noise": self.noise, "generator": self.generator, "batch_size": self.batch_size}
 
     def __call__(self, input_tensor: Tensor, cams: MapsLike, targets: TargetLike, model: nn.Module) -> MetricResult:
         """Mean score change over the percentiles; ``.curve`` holds each percentile's change.
@@ -317,17 +319,7 @@ class ROADMostRelevantFirstAverage:
         Returns:
             A :class:`~camkit.metrics.CurveResult` whose ``fractions`` are the removed fractions.
         """
-        return road(
-            model,
-            input_tensor,
-            cams,
-            targets,
-            order=self.order,
-            percentiles=self._removed(),
-            noise=self.noise,
-            generator=self.generator,
-            batch_size=self.batch_size,
-        )
+        return road(model, input_tensor, cams, targets, order=self.order, **self._options())
 
 
 class ROADLeastRelevantFirstAverage(ROADMostRelevantFirstAverage):
@@ -374,13 +366,4 @@ class ROADCombined(ROADMostRelevantFirstAverage):
         Returns:
             A :class:`~camkit.metrics.CurveResult` whose ``fractions`` are the removed fractions.
         """
-        return road_combined(
-            model,
-            input_tensor,
-            cams,
-            targets,
-            percentiles=self._removed(),
-            noise=self.noise,
-            generator=self.generator,
-            batch_size=self.batch_size,
-        )
+        return road_combined(model, input_tensor, cams, targets, **self._options())
