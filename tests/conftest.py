@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,3 +81,30 @@ def _single_thread() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@functools.cache
+def sharp_tiny_cnn() -> nn.Module:
+    """tiny_cnn with larger weights, so that its probabilities depend on the input (metrics tests)."""
+    torch.manual_seed(0)
+    model = tiny_cnn().eval()
+    with torch.no_grad():
+        model[0].weight.mul_(3)
+        model[3].weight.mul_(3)
+        model[-1].weight.mul_(30)
+    return model
+
+
+class RegionMean(nn.Module):
+    """Logit 0 is the mean of the input over rows 2..5, columns 2..5 (16 of 64 pixels); logit 1 is 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        region = torch.zeros(8, 8)
+        region[2:6, 2:6] = 1
+        self.register_buffer("region", region)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = (self.drop(x) * self.region).sum(dim=(1, 2, 3)) / (self.region.sum() * x.shape[1])
+        return torch.stack([score, torch.zeros_like(score)], dim=1)

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
-from torch import nn
 
 import camkit.methods as ck
 from camkit import metrics
 from camkit.metrics import CurveResult, MetricResult
 from camkit.targets import ClassifierOutputTarget, ClassProbabilityTarget, ClassTarget
-from conftest import tiny_cnn
-
-
-@functools.cache
-def _tiny() -> nn.Module:
-    torch.manual_seed(0)
-    model = tiny_cnn().eval()
-    with torch.no_grad():
-        model[0].weight.mul_(3)
-        model[3].weight.mul_(3)
-        model[-1].weight.mul_(30)
-    return model
+from conftest import sharp_tiny_cnn, tiny_cnn
 
 
 def _x(n: int, seed: int) -> torch.Tensor:
@@ -42,7 +28,7 @@ ALL = [
 @pytest.mark.parametrize("metric", ALL)
 def test_metric_forwards_do_not_reach_an_attached_extractor(metric) -> None:  # type: ignore[no-untyped-def]
     """A metric run between an extractor's forward and its call leaves the captured state alone."""
-    model = _tiny()
+    model = sharp_tiny_cnn()
     x1 = _x(2, 1)
     with ck.GradCAM(model, "3") as reference:
         expected = reference([0, 1], model(x1))[0]
@@ -56,7 +42,7 @@ def test_metric_forwards_do_not_reach_an_attached_extractor(metric) -> None:  # 
 @pytest.mark.parametrize("metric", ALL)
 def test_target_forms_agree(metric) -> None:  # type: ignore[no-untyped-def]
     """An int, a list of ints, a tensor of ints and ClassProbabilityTarget are the same target."""
-    model = _tiny()
+    model = sharp_tiny_cnn()
     x = _x(2, 3)
     cams = torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(4))
     reference = metric(model, x, cams, ClassProbabilityTarget([2, 2])).per_sample
@@ -70,7 +56,7 @@ def test_target_forms_agree(metric) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_predicted_class_is_the_default_target() -> None:
-    model = _tiny()
+    model = sharp_tiny_cnn()
     x = _x(3, 5)
     cams = torch.rand(3, 16, 16)
     predicted = model(x).argmax(dim=1).tolist()
@@ -81,7 +67,7 @@ def test_predicted_class_is_the_default_target() -> None:
 
 
 def test_extractor_output_of_two_layers_is_fused() -> None:
-    model = _tiny()
+    model = sharp_tiny_cnn()
     x = _x(2, 6)
     with ck.GradCAM(model, ["0", "3"]) as extractor:
         cams = extractor([0, 1], model(x))
@@ -93,7 +79,7 @@ def test_extractor_output_of_two_layers_is_fused() -> None:
 
 
 def test_results_are_dataclasses_with_float_means() -> None:
-    model = _tiny()
+    model = sharp_tiny_cnn()
     result = metrics.deletion(model, _x(2, 7), torch.rand(2, 16, 16), steps=4)
     assert isinstance(result, CurveResult)
     assert isinstance(result, MetricResult)
@@ -111,7 +97,7 @@ def test_public_api_is_explicit() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_metrics_run_on_the_model_device() -> None:
-    model = _tiny()
+    model = sharp_tiny_cnn()
     device = torch.device("cuda")
     x = _x(2, 8)
     cams = torch.rand(2, 16, 16, generator=torch.Generator().manual_seed(9))

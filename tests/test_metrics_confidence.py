@@ -20,34 +20,7 @@ from camkit.metrics import (
     increase_in_confidence,
 )
 from camkit.targets import ClassifierOutputSoftmaxTarget, ClassTarget
-from conftest import all_hooks, tiny_cnn
-
-
-class RegionMean(nn.Module):
-    """Logit 0 is the mean of the input over rows 2..5, columns 2..5; logit 1 is 0."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        region = torch.zeros(8, 8)
-        region[2:6, 2:6] = 1
-        self.register_buffer("region", region)
-        self.drop = nn.Dropout(0.5)
-
-    def forward(self, x: Tensor) -> Tensor:
-        score = (self.drop(x) * self.region).sum(dim=(1, 2, 3)) / (self.region.sum() * x.shape[1])
-        return torch.stack([score, torch.zeros_like(score)], dim=1)
-
-
-@functools.cache
-def _tiny() -> nn.Module:
-    """conftest's tiny CNN with larger weights, so that its probabilities depend on the input."""
-    torch.manual_seed(0)
-    model = tiny_cnn().eval()
-    with torch.no_grad():
-        model[0].weight.mul_(3)
-        model[3].weight.mul_(3)
-        model[-1].weight.mul_(30)
-    return model
+from conftest import RegionMean, all_hooks, sharp_tiny_cnn
 
 
 def _inputs(n: int, seed: int, size: int = 16) -> Tensor:
@@ -76,7 +49,7 @@ def test_hand_computed_drops_on_a_region_model() -> None:
 
 
 def test_all_ones_map_has_zero_drop_on_any_model() -> None:
-    model = _tiny()
+    model = sharp_tiny_cnn()
     x = _inputs(3, 1)
     result = confidence_change(model, x, torch.ones(3, 16, 16))
     assert result.drop.per_sample.tolist() == [0.0, 0.0, 0.0]
@@ -111,7 +84,7 @@ def test_classification_metric_matches_torchcam() -> None:
     """
     tc_metrics = pytest.importorskip("torchcam.metrics")
     tc_methods = pytest.importorskip("torchcam.methods")
-    model = _tiny()
+    model = sharp_tiny_cnn()
     softmax = functools.partial(torch.softmax, dim=-1)
     batches = [(_inputs(4, 2), None), (_inputs(3, 3), [0, 2, 4])]
     with tc_methods.GradCAM(model, "3") as extractor:
@@ -137,7 +110,7 @@ def test_classification_metric_matches_torchcam() -> None:
 def test_functional_average_drop_matches_torchcam_on_its_maps() -> None:
     tc_metrics = pytest.importorskip("torchcam.metrics")
     tc_methods = pytest.importorskip("torchcam.methods")
-    model = _tiny()
+    model = sharp_tiny_cnn()
     softmax = functools.partial(torch.softmax, dim=-1)
     x = _inputs(5, 4)
     with tc_methods.GradCAM(model, "3") as extractor:
@@ -184,7 +157,7 @@ def test_cam_mult_image_matches_pytorch_grad_cam(camkit_targets: bool) -> None:
     """
     pgc_cmi = pytest.importorskip("pytorch_grad_cam.metrics.cam_mult_image")
     pgc_targets = pytest.importorskip("pytorch_grad_cam.utils.model_targets")
-    model = _tiny()
+    model = sharp_tiny_cnn()
     x = _inputs(4, 5)
     cams = np.random.default_rng(0).random((4, 16, 16), dtype=np.float32)
     classes = [0, 1, 3, 4]
@@ -214,7 +187,7 @@ def test_cam_mult_image_matches_pytorch_grad_cam(camkit_targets: bool) -> None:
 
 def test_per_sample_target_list_length_is_checked() -> None:
     with pytest.raises(ValueError, match="targets has 1 entries but the batch has 2"):
-        CamMultImageConfidenceChange()(_inputs(2, 6), torch.ones(2, 16, 16), [ClassTarget(0)], _tiny())
+        CamMultImageConfidenceChange()(_inputs(2, 6), torch.ones(2, 16, 16), [ClassTarget(0)], sharp_tiny_cnn())
 
 
 class _FakeExtractor:

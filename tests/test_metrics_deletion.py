@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from camkit.metrics import deletion, gaussian_blur, insertion
 from camkit.targets import ClassProbabilityTarget, ClassTarget
-from conftest import tiny_cnn
+from conftest import sharp_tiny_cnn
 
 
 class RegionMean(nn.Module):
@@ -191,16 +191,6 @@ def test_errors_name_the_argument(region_model: RegionMean, kwargs: dict, error:
 
 
 # TorchCAM 0.5.0 ---------------------------------------------------------------------------------
-@functools.cache
-def _tiny() -> nn.Module:
-    """conftest's tiny CNN with larger weights, so that its probabilities depend on the input."""
-    torch.manual_seed(0)
-    model = tiny_cnn().eval()
-    with torch.no_grad():
-        model[0].weight.mul_(3)
-        model[3].weight.mul_(3)
-        model[-1].weight.mul_(30)
-    return model
 
 
 @pytest.mark.parametrize("classes", [[1, 3, 0], None])
@@ -214,7 +204,7 @@ def test_matches_torchcam_deletion_insertion(classes: list[int] | None) -> None:
     """
     tc_metrics = pytest.importorskip("torchcam.metrics")
     tc_methods = pytest.importorskip("torchcam.methods")
-    model = _tiny()
+    model = sharp_tiny_cnn()
     x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(7))
     softmax = functools.partial(torch.softmax, dim=-1)
     with tc_methods.GradCAM(model, "3") as extractor:

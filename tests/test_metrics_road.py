@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import warnings
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
 
 from camkit.metrics import (
     ROADCombined,
@@ -23,7 +21,7 @@ from camkit.metrics import (
     road_combined,
 )
 from camkit.targets import ClassifierOutputSoftmaxTarget, ClassTarget
-from conftest import tiny_cnn
+from conftest import RegionMean, sharp_tiny_cnn
 
 NEIGHBOURS = [(dy, dx, 1 / 12 if dy and dx else 1 / 6) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
 
@@ -51,33 +49,6 @@ def reference_imputation(image: np.ndarray, removed: np.ndarray) -> np.ndarray:
     out = image.copy()
     out[:, removed] = solution.T
     return out
-
-
-class RegionMean(nn.Module):
-    """Logit 0 is the mean of the input over rows 2..5, columns 2..5 (16 of 64 pixels); logit 1 is 0."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        region = torch.zeros(8, 8)
-        region[2:6, 2:6] = 1
-        self.register_buffer("region", region)
-        self.drop = nn.Dropout(0.5)
-
-    def forward(self, x: Tensor) -> Tensor:
-        score = (self.drop(x) * self.region).sum(dim=(1, 2, 3)) / (self.region.sum() * x.shape[1])
-        return torch.stack([score, torch.zeros_like(score)], dim=1)
-
-
-@functools.cache
-def _tiny() -> nn.Module:
-    """conftest's tiny CNN with larger weights, so that its probabilities depend on the input."""
-    torch.manual_seed(0)
-    model = tiny_cnn().eval()
-    with torch.no_grad():
-        model[0].weight.mul_(3)
-        model[3].weight.mul_(3)
-        model[-1].weight.mul_(30)
-    return model
 
 
 def _distinct_maps(n: int, size: int, seed: int) -> np.ndarray:
@@ -221,7 +192,7 @@ def test_road_matches_pytorch_grad_cam() -> None:
     """Noise off on both sides, distinct map values, per-sample softmax targets: equal within 1e-5."""
     road_mod = pytest.importorskip("pytorch_grad_cam.metrics.road")
     pgc_targets = pytest.importorskip("pytorch_grad_cam.utils.model_targets")
-    model = _tiny()
+    model = sharp_tiny_cnn()
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(7))
     cams = _distinct_maps(2, 16, 8)
     classes = [0, 3]
