@@ -203,9 +203,11 @@ def explain(
             net, target_layer=layer, input_shape=input_shape, batch_size=batch_size, **extra, **options
         ) as extractor:
             per_rank = []
+            scores = net(x)  # one forward per method; the graph is kept until the last class
+            last = classes.shape[1] - 1
             for rank in range(classes.shape[1]):
-                scores = net(x)
-                fused = extractor.fuse_cams(extractor(classes[:, rank].tolist(), scores))
+                cams = extractor(classes[:, rank].tolist(), scores, retain_graph=rank < last)
+                fused = extractor.fuse_cams(cams)
                 per_rank.append(ops.normalize(ops.upsample(fused, tuple(x.shape[2:]))))
             layers[name] = list(extractor.target_names)
         maps[name] = torch.stack(per_rank, dim=1)
