@@ -5,6 +5,10 @@
 * Gradients come from :func:`torch.autograd.grad` — never ``Tensor.backward`` — so no parameter's
   ``.grad`` is touched and the backward stops at the target layers.
 * Hooks record only when the engine's gate allows it (see :func:`camkit.engine.paused`).
+* The lean path (:meth:`Capture.lean`): forwards run under ``torch.no_grad()`` until the first
+  target layer, whose hook turns gradients on and hands the rest of the network a fresh leaf. No
+  graph is recorded for the layers before it, which a CAM never differentiates; the gradients
+  with respect to the target layers are those of the full path (tested for every method).
 * Attention probabilities ``(N, heads, T, T)`` of transformer blocks are read without changing the
   model's code: timm's ``Attention`` runs its unfused path (``fused_attn = False``; the softmax
   output passes its ``attn_drop`` dropout, which is hooked), Hugging Face attention runs in eager
@@ -71,6 +75,7 @@ class Capture:
         self._handles: list[RemovableHandle] = []
         self._flags: list[tuple[object, str, Any]] = []
         self._replacement: tuple[int, Tensor] | None = None
+        self._lean = False
         self.reset()
 
     # lifecycle -----------------------------------------------------------------------------
@@ -162,6 +167,35 @@ class Capture:
                 setattr(self, name, value)
 
     @contextlib.contextmanager
+    def lean(self) -> Iterator[None]:
+        """Run the block's forwards without an autograd graph before the target layers.
+
+        The block runs under ``torch.no_grad()``; the first target layer a forward reaches turns
+        gradients on, so only the layers after it are recorded. On exit the grad mode is what it
+        was before the block (exceptions included). When the input gradient is wanted (FullGrad)
+        the whole network must be recorded, so the block then runs in plain grad mode.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            >>> with Capture(net, ["1"]) as cap, cap.lean():
+            ...     out = net(torch.rand(1, 3, 8, 8))
+            >>> out.requires_grad, net[0].weight.requires_grad, torch.is_grad_enabled()
+            (True, True, True)
+        """
+        if self.input_grad_wanted:
+            with torch.enable_grad():
+                yield
+            return
+        self._lean = True
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self._lean = False
+
+    @contextlib.contextmanager
     def replacing(self, layer: int, output: Tensor) -> Iterator[None]:
         """For the block, layer ``layer`` outputs ``output`` instead of what it computes.
 
@@ -195,6 +229,8 @@ class Capture:
                     "choose a submodule that outputs the feature map tensor"
                 )
                 return None
+            if self._lean and not torch.is_grad_enabled() and output.is_floating_point():
+                torch.set_grad_enabled(True)  # gradients from here on; `lean()` restores the mode on exit
             source = output
             if (
                 torch.is_grad_enabled()

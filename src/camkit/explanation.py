@@ -203,7 +203,9 @@ def explain(
             net, target_layer=layer, input_shape=input_shape, batch_size=batch_size, **extra, **options
         ) as extractor:
             per_rank = []
-            scores = net(x)  # one forward per method; the graph is kept until the last class
+            # no graph before the target layers; none at all for gradient-free methods
+            with extractor.lean() if get_method(name).needs_gradients else torch.no_grad():
+                scores = net(x)  # one forward per method; the graph is kept until the last class
             last = classes.shape[1] - 1
             for rank in range(classes.shape[1]):
                 cams = extractor(classes[:, rank].tolist(), scores, retain_graph=rank < last)

@@ -7,6 +7,7 @@ its options.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -60,6 +61,28 @@ class HookedExtractor:
     def disable_hooks(self) -> None:
         """Ignore the following forwards until :meth:`enable_hooks`."""
         self._capture.enabled = False
+
+    def lean(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose forwards record no autograd graph before the target layers (less memory, same maps).
+
+        Run the forward inside it (``with extractor.lean(): scores = model(x)``), then call the
+        extractor as usual. Only the layers after the target layers are recorded, so a loss of your
+        own on earlier layers cannot be differentiated from that forward: that is why the plain
+        forward (full graph) stays the default. See :meth:`camkit.capture.Capture.lean`.
+
+        Example:
+            >>> import torch
+            >>> from torchvision.models import resnet18
+            >>> from camkit.methods import GradCAM
+            >>> model = resnet18().eval()
+            >>> with GradCAM(model, "layer4") as cam:
+            ...     with cam.lean():
+            ...         scores = model(torch.rand(1, 3, 64, 64))
+            ...     maps = cam(class_idx=3, scores=scores)
+            >>> maps[0].shape
+            torch.Size([1, 2, 2])
+        """
+        return self._capture.lean()
 
 
 class CAMExtractor(HookedExtractor):

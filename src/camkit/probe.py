@@ -138,7 +138,8 @@ class ModelProbe:
             The activation and its gradient, both detached.
         """
         with self.capture.recording() as rec, eval_mode(self.model), torch.enable_grad():
-            out = self.model(inputs)
+            with rec.lean():
+                out = self.model(inputs)
             score = self.target(out, rows).sum()
             grads = rec.gradients(score)
             return rec.activations()[self.layer], grads[self.layer].detach()

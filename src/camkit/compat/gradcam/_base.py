@@ -15,6 +15,7 @@ Everything stays a tensor on the model's device; ``__call__`` converts to numpy 
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -269,7 +270,8 @@ class CAMMethod:
         ):
             if grads and torch.is_inference(x):
                 x = x.clone()  # an inference tensor cannot enter a graph; its clone out of inference mode can
-            outputs = self.model(x)
+            with ex.lean() if grads else contextlib.nullcontext():
+                outputs = self.model(x)  # lean: no graph before the target layers
             cams = ex(scores=outputs, targets=make_target(outputs), normalized=False)
         return cams, detach_output(outputs)
 
