@@ -8,6 +8,7 @@ Example:
 
 from camkit import methods as methods
 from camkit import metrics as metrics
+from camkit.compare import compare as compare
 from camkit.explanation import Explanation as Explanation
 from camkit.explanation import explain as explain
 from camkit.extractor import CAMExtractor as CAMExtractor
@@ -24,6 +25,7 @@ __all__ = [
     "ClassTarget",
     "Explanation",
     "__version__",
+    "compare",
     "explain",
     "get_method",
     "list_methods",

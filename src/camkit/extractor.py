@@ -96,6 +96,8 @@ class CAMExtractor(HookedExtractor):
         method: registry name (subclasses set it).
         batch_size: inputs per forward for methods that re-run the model.
         enable_hooks: start with the hooks recording.
+        capture: an attached :class:`~camkit.capture.Capture` on the same layers to share with other
+            extractors (:func:`camkit.compare` does this); its owner attaches and removes it.
         **options: method options (``num_samples``, ``std``, ``generator``, ``fc_weight``, ...), and:
             ``progress=True|False``: progress line for long perturbation runs (default: on a terminal);
             ``reforward="auto"|"fast"|"full"``: how AblationCAM-like methods re-run the network
@@ -132,6 +134,7 @@ class CAMExtractor(HookedExtractor):
         method: str | None = None,
         batch_size: int = 32,
         enable_hooks: bool = True,
+        capture: Capture | None = None,
         **options: Any,
     ) -> None:
         name = method or self.method
@@ -152,6 +155,13 @@ class CAMExtractor(HookedExtractor):
         # switches timm/Hugging Face attention to their plain paths and routes torch's through a
         # recomputation, for the life of the hooks.
         attention = [n for n, m in model.named_modules() if n and attention_kind(m)] if self.spec.needs_hvp else []
+        if capture is not None:  # shared with other extractors (camkit.compare), owned by the caller
+            if capture.layer_names != self.target_names or (self.spec.needs_input and not capture.capture_input):
+                raise ValueError("a shared capture must hook the same layers and keep the input if needed")
+            if attention or self.input_gradient:
+                raise ValueError(f"{self.spec.name} needs a capture of its own (attention or input gradients)")
+            self._capture = capture
+            return
         self._capture = Capture(
             model,
             self.target_names,
@@ -244,6 +254,31 @@ class CAMExtractor(HookedExtractor):
             if second:
                 hvps = list(self._capture.hessian_vector(found, retain_graph=retain_graph))
             grads = list(found)
+        return self.maps_from(target, grads, normalized, hvps)
+
+    def maps_from(
+        self,
+        target: Target,
+        grads: Sequence[Tensor | None],
+        normalized: bool = True,
+        hvps: Sequence[Tensor | None] | None = None,
+    ) -> list[Tensor]:
+        """The maps of the captured activations, given the gradients already computed for ``target``.
+
+        Several extractors that share one capture use this to share one backward
+        (:func:`camkit.compare`); a plain call computes the gradients itself (:meth:`__call__`).
+
+        Args:
+            target: the target the gradients were computed for.
+            grads: ``d target / d A`` per target layer (``None`` entries for gradient-free methods).
+            normalized: min-max normalize each map.
+            hvps: Hessian-vector products per layer (methods registered with ``needs_hvp``).
+
+        Returns:
+            One map ``(N, *S)`` per target layer.
+        """
+        sources = self._capture.sources()
+        hvps = hvps if hvps is not None else [None] * len(sources)
         return [self._map(i, src.detach(), grads[i], target, normalized, hvps[i]) for i, src in enumerate(sources)]
 
     def _layout(self, layer: int, a: Tensor) -> Callable[[Tensor], Tensor] | None:
