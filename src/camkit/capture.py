@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from camkit.engine import _GATE, NO_GRAD_HINT
+from camkit.inputs import ImageArg, ModelInput
 from camkit.reshape import attention_kind, multihead_self_attention
 
 __all__ = ["Capture"]
@@ -41,11 +42,14 @@ class Capture:
     Args:
         model: the model.
         layer_names: dotted names from :func:`resolve_layers`.
-        capture_input: also keep a copy of the model's first positional input.
-        input_grad: when the forward runs with gradients, hand the model a leaf copy of its input
-            that requires grad, so :meth:`gradients` also yields ``d score / d x`` (in
+        capture_input: also keep a copy of the model's image input (:attr:`input`) and the whole
+            call (:attr:`call`: every argument, for re-running the model).
+        input_grad: when the forward runs with gradients, hand the model a leaf copy of its image
+            input that requires grad, so :meth:`gradients` also yields ``d score / d x`` (in
             :attr:`input_grad`); implies ``capture_input``.
         attention: dotted names of attention modules whose probabilities to keep (:meth:`attention`).
+        image_arg: which argument of the model's call is the image (a position or a keyword); default:
+            see :mod:`camkit.inputs`.
 
     Example:
         >>> import torch
@@ -65,8 +69,10 @@ class Capture:
         capture_input: bool = False,
         input_grad: bool = False,
         attention: Sequence[str] = (),
+        image_arg: ImageArg = None,
     ) -> None:
         self.model = model
+        self.image_arg = image_arg
         self.layer_names = list(layer_names)
         self.attention_names = list(attention)
         self.capture_input = capture_input or input_grad
@@ -141,6 +147,9 @@ class Capture:
         self._attention: list[Tensor | None] = [None] * len(self.attention_names)
         self._attention_errors: list[str | None] = [None] * len(self.attention_names)
         self.input: Tensor | None = None
+        #: the last forward's call (every argument), with :attr:`input` as its image
+        self.call: ModelInput | None = None
+        self.input_error: str | None = None
         self.input_grad: Tensor | None = None
         #: spatial size of the model input of the last forward (``x.shape[2:]``)
         self.input_size: tuple[int, ...] | None = None
@@ -155,7 +164,16 @@ class Capture:
     @contextlib.contextmanager
     def recording(self) -> Iterator[Capture]:
         """Capture into fresh storage for the block, then give back the previous tensors."""
-        names = ("_sources", "_errors", "_attention", "_attention_errors", "input", "input_size")
+        names = (
+            "_sources",
+            "_errors",
+            "_attention",
+            "_attention_errors",
+            "input",
+            "call",
+            "input_error",
+            "input_size",
+        )
         saved = [getattr(self, name) for name in names]
         self.reset()
         token = _GATE.set(self)
@@ -273,16 +291,26 @@ class Capture:
     def _input_hook(self, _module: nn.Module, args: Any, kwargs: Any) -> Any:
         if not self._recording() or self._replacement is not None:
             return None
-        first = next((v for v in (*args, *kwargs.values()) if isinstance(v, Tensor)), None)
+        try:
+            call: ModelInput | None = ModelInput.from_call(tuple(args), kwargs, self.image_arg)
+            self.input_error = None
+        except (TypeError, ValueError) as error:
+            call, self.input_error = None, str(error)
+        first = (
+            call.image
+            if call is not None
+            else next((v for v in (*args, *kwargs.values()) if isinstance(v, Tensor)), None)
+        )
         self.input_size = None if first is None else tuple(first.shape[2:])
-        if not self.capture_input or not args or not isinstance(args[0], Tensor):
+        if not self.capture_input or call is None:
             return None
-        x = args[0]
-        if self.input_grad_wanted and torch.is_grad_enabled() and x.is_floating_point() and not torch.is_inference(x):
-            self.input = x.detach().clone().requires_grad_(True)
-            return (self.input, *args[1:]), kwargs
-        self.input = x.detach().clone()
-        return None
+        x = call.image
+        grad = (
+            self.input_grad_wanted and torch.is_grad_enabled() and x.is_floating_point() and not torch.is_inference(x)
+        )
+        self.input = x.detach().clone().requires_grad_(grad)
+        self.call = call.with_image(self.input)
+        return (self.call.args, self.call.kwargs) if grad else None
 
     # reading -------------------------------------------------------------------------------
     def sources(self) -> list[Tensor]:

@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -29,6 +29,7 @@ from camkit import methods as _methods
 from camkit.capture import Capture
 from camkit.engine import eval_mode
 from camkit.extractor import CAMExtractor
+from camkit.inputs import ImageArg, ModelInput
 from camkit.layers import LayerSpec, resolve_layers
 from camkit.registry import MethodSpec, get_method
 from camkit.targets import ClassTarget, Target, logits_of
@@ -67,13 +68,13 @@ def _shares_capture(spec: MethodSpec) -> bool:
 
 def _build(spec: MethodSpec, model: nn.Module, layers: Any, options: dict[str, Any], **extra: Any) -> CAMExtractor:
     build = _extractor_class(spec)
-    named = {"method": spec.name} if build is CAMExtractor else {}
+    named: dict[str, Any] = {"method": spec.name} if build is CAMExtractor else {}
     return build(model, target_layer=layers, **named, **extra, **options)
 
 
 def compare(
     model: nn.Module,
-    x: Tensor,
+    x: Tensor | tuple[Any, ...] | Mapping[str, Any],
     methods: Sequence[str],
     target_layer: LayerSpec = None,
     targets: Target | None = None,
@@ -81,6 +82,7 @@ def compare(
     class_idx: int | Sequence[int] | None = None,
     normalized: bool = True,
     batch_size: int = 32,
+    image_arg: ImageArg = None,
     **options: Any,
 ) -> dict[str, list[Tensor]]:
     """The maps of several methods from one forward and at most one backward.
@@ -92,7 +94,9 @@ def compare(
 
     Args:
         model: the model.
-        x: the input batch ``(N, C, *S)``.
+        x: the input batch ``(N, C, *S)``; for a model with several inputs, a tuple of positional
+            arguments or a dict of keyword arguments with the image among them (name it with
+            ``image_arg`` when it is ambiguous, see :mod:`camkit.inputs`).
         methods: registry names or TorchCAM-style class names (``"GradCAMpp"``).
         target_layer: a module, dotted name or list of them; ``None``: camkit's automatic choice
             (FullGrad always uses its own layers).
@@ -101,6 +105,7 @@ def compare(
             each sample's top class is explained.
         normalized: min-max normalize each map to ``[0, 1]``.
         batch_size: inputs per forward for methods that re-run the model.
+        image_arg: which argument of a tuple/dict ``x`` is the image.
         **options: method options for every method (``num_samples``, ``generator``, ...).
 
     Returns:
@@ -118,20 +123,21 @@ def compare(
     specs = {name: get_method(name) for name in dict.fromkeys(method_name(m) for m in methods)}
     shared = [s for s in specs.values() if _shares_capture(s)]
     results: dict[str, list[Tensor]] = {}
-    layers = resolve_layers(model, target_layer, tuple(x.shape[1:])) if shared else []
-    common = {"batch_size": batch_size, **options}
+    call = ModelInput.of(x, image_arg)
+    layers = resolve_layers(model, target_layer, tuple(call.image.shape[1:])) if shared else []
+    common = {"batch_size": batch_size, "image_arg": call.image_key, **options}
     with eval_mode(model), torch.inference_mode(False):
         if shared:
-            capture = Capture(model, layers, capture_input=any(s.needs_input for s in shared))
+            capture = Capture(model, layers, capture_input=any(s.needs_input for s in shared), image_arg=call.image_key)
             with capture:
                 extractors = {s.name: _build(s, model, layers, common, capture=capture) for s in shared}
                 grad_methods = [s for s in shared if s.needs_gradients]
                 with capture.lean() if grad_methods else torch.no_grad():
-                    scores = model(x)
+                    scores = call(model)
                 target = _target(targets, class_idx, scores)
                 grads: list[Tensor | None] = [None] * len(layers)
                 if grad_methods:
-                    extractors[grad_methods[0].name]._check_scores(scores, target, x.shape[0])
+                    extractors[grad_methods[0].name]._check_scores(scores, target, call.batch)
                     grads = list(capture.gradients(target(scores).sum()))
                 for spec in shared:
                     given = grads if spec.needs_gradients else [None] * len(layers)
@@ -141,7 +147,7 @@ def compare(
                 continue
             with _build(spec, model, target_layer if spec.layers is None else None, common) as extractor:
                 with extractor.lean() if spec.needs_gradients else contextlib.nullcontext():
-                    scores = model(x)
+                    scores = call(model)
                 target = _target(targets, class_idx, scores)
                 results[spec.name] = extractor(scores=scores, targets=target, normalized=normalized)
     return {spec.name: results[spec.name] for spec in specs.values()}

@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from camkit import methods as _methods
 from camkit import ops
 from camkit.extractor import CAMExtractor
+from camkit.inputs import ImageArg, ModelInput
 from camkit.layers import LayerSpec
 from camkit.models import LoadedModel, Preprocess, load_model
 from camkit.registry import get_method, list_methods
@@ -116,16 +117,16 @@ def extractor_class(method: str) -> type[CAMExtractor]:
     return CAMExtractor
 
 
-def _inputs(
-    images: ImageLike | Sequence[ImageLike] | Tensor, preprocess: Preprocess
-) -> tuple[Tensor, list[Image.Image] | None]:
+def _inputs(images: Any, preprocess: Preprocess, image_arg: ImageArg) -> tuple[ModelInput, list[Image.Image] | None]:
+    if isinstance(images, Mapping) or (isinstance(images, tuple | list) and any(isinstance(i, Tensor) for i in images)):
+        return ModelInput.of(images, image_arg), None  # the model's own arguments
     if isinstance(images, Tensor):
-        return (images.unsqueeze(0) if images.ndim == 3 else images), None
+        return ModelInput.of(images.unsqueeze(0) if images.ndim == 3 else images), None
     items = [images] if isinstance(images, str | os.PathLike | Image.Image) else list(images)
     if not items:
         raise ValueError("images is empty: pass at least one image, file or tensor")
     views = [preprocess.view(item if isinstance(item, Image.Image) else open_image(item)) for item in items]
-    return torch.stack([preprocess.to_tensor(v) for v in views]), views
+    return ModelInput.of(torch.stack([preprocess.to_tensor(v) for v in views])), views
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -135,7 +136,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def explain(
     model: nn.Module | LoadedModel | str,
-    images: ImageLike | Sequence[ImageLike] | Tensor,
+    images: ImageLike | Sequence[ImageLike] | Tensor | tuple[Any, ...] | Mapping[str, Any],
     method: str | Sequence[str] = "gradcam",
     *,
     target_layer: LayerSpec = None,
@@ -144,6 +145,8 @@ def explain(
     preprocess: Preprocess | None = None,
     categories: Sequence[str] | None = None,
     batch_size: int = 32,
+    image_arg: ImageArg = None,
+    create_graph: bool = False,
     **options: Any,
 ) -> Explanation:
     """Explain a model's top classes (or given classes) on images with one or more methods.
@@ -154,7 +157,9 @@ def explain(
     Args:
         model: a module, a :class:`~camkit.models.LoadedModel`, or a model name for
             :func:`camkit.models.load_model` (``"efficientnet_lite0"`` is the offline default).
-        images: a PIL image, an image file, a list of them, or a preprocessed tensor ``(N, C, H, W)``.
+        images: a PIL image, an image file, a list of them, or a preprocessed tensor ``(N, C, H, W)``;
+            for a model with several inputs, a tuple of positional arguments or a dict of keyword
+            arguments (e.g. a Hugging Face processor's output) with the image among them.
         method: a registry name or a list of them (``"all"`` for every registered method).
         target_layer: layer(s) to explain; default: the loaded model's default layer, else camkit's
             automatic choice (methods with their own layers, e.g. FullGrad, use those).
@@ -163,6 +168,10 @@ def explain(
         preprocess: how to turn PIL images into the input; default: the loaded model's, or ImageNet's.
         categories: class names by index (default: the loaded model's).
         batch_size: inputs per forward for methods that re-run the model.
+        image_arg: which argument of a tuple/dict input is the image (see :mod:`camkit.inputs`).
+        create_graph: return maps that stay in the autograd graph, to use in a training loss (see
+            :meth:`camkit.CAMExtractor.__call__`); gradient and activation methods only. The
+            default returns detached maps from the lean path (no graph before the target layers).
         **options: method options passed to every extractor (``num_samples``, ``generator``, ...).
 
     Returns:
@@ -182,10 +191,11 @@ def explain(
     names = [get_method(name).name for name in asked]
     if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
         raise ValueError(f"topk must be a positive int, got {topk!r}")
-    x, views = _inputs(images, preprocess)
-    x = x.to(_device_of(net))
+    call, views = _inputs(images, preprocess, image_arg)
+    call = call.to(_device_of(net))
+    x = call.image
     with torch.no_grad():
-        logits = logits_of(net(x)).float()
+        logits = logits_of(call(net)).float()
     probabilities = logits.softmax(dim=1)
     if class_idx is None:
         classes = probabilities.topk(min(topk, probabilities.shape[1]), dim=1).indices
@@ -198,17 +208,32 @@ def explain(
     for name in names:
         layer = target_layer if get_method(name).layers is not None else default_layer
         build = extractor_class(name)
+        if create_graph and build.__call__ is not CAMExtractor.__call__:
+            raise ValueError(f"create_graph=True is not available for {name}: use a gradient or activation method")
         extra: dict[str, Any] = {"method": name} if build is CAMExtractor else {}
         with build(
-            net, target_layer=layer, input_shape=input_shape, batch_size=batch_size, **extra, **options
+            net,
+            target_layer=layer,
+            input_shape=input_shape,
+            batch_size=batch_size,
+            image_arg=call.image_key,
+            **extra,
+            **options,
         ) as extractor:
             per_rank = []
-            # no graph before the target layers; none at all for gradient-free methods
-            with extractor.lean() if get_method(name).needs_gradients else torch.no_grad():
-                scores = net(x)  # one forward per method; the graph is kept until the last class
+            if create_graph:  # the whole graph, so a loss on the maps reaches every parameter
+                forward: Any = torch.enable_grad()
+            else:  # no graph before the target layers; none at all for gradient-free methods
+                forward = extractor.lean() if get_method(name).needs_gradients else torch.no_grad()
+            with forward:
+                scores = call(net)  # one forward per method; the graph is kept until the last class
             last = classes.shape[1] - 1
             for rank in range(classes.shape[1]):
-                cams = extractor(classes[:, rank].tolist(), scores, retain_graph=rank < last)
+                keep = rank < last or create_graph
+                if create_graph:
+                    cams = extractor(classes[:, rank].tolist(), scores, retain_graph=keep, create_graph=True)
+                else:
+                    cams = extractor(classes[:, rank].tolist(), scores, retain_graph=keep)
                 fused = extractor.fuse_cams(cams)
                 per_rank.append(ops.normalize(ops.upsample(fused, tuple(x.shape[2:]))))
             layers[name] = list(extractor.target_names)

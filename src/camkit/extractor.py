@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from camkit import ops
 from camkit.capture import Capture
+from camkit.inputs import ImageArg
 from camkit.layers import LayerSpec, resolve_layers
 from camkit.probe import ModelProbe
 from camkit.registry import MethodContext, MethodSpec, Probe, get_method
@@ -98,6 +99,8 @@ class CAMExtractor(HookedExtractor):
         enable_hooks: start with the hooks recording.
         capture: an attached :class:`~camkit.capture.Capture` on the same layers to share with other
             extractors (:func:`camkit.compare` does this); its owner attaches and removes it.
+        image_arg: for models called with several inputs (``model(x, v)``, ``model(**inputs)``):
+            which one is the image that perturbation methods modify (see :mod:`camkit.inputs`).
         **options: method options (``num_samples``, ``std``, ``generator``, ``fc_weight``, ...), and:
             ``progress=True|False``: progress line for long perturbation runs (default: on a terminal);
             ``reforward="auto"|"fast"|"full"``: how AblationCAM-like methods re-run the network
@@ -135,6 +138,7 @@ class CAMExtractor(HookedExtractor):
         batch_size: int = 32,
         enable_hooks: bool = True,
         capture: Capture | None = None,
+        image_arg: ImageArg = None,
         **options: Any,
     ) -> None:
         name = method or self.method
@@ -168,6 +172,7 @@ class CAMExtractor(HookedExtractor):
             capture_input=self.spec.needs_input,
             input_grad=self.input_gradient,
             attention=attention,
+            image_arg=image_arg,
         )
         self._capture.enabled = enable_hooks
         self._capture.attach()
@@ -215,6 +220,7 @@ class CAMExtractor(HookedExtractor):
         retain_graph: bool = False,
         *,
         targets: Target | None = None,
+        create_graph: bool = False,
     ) -> list[Tensor]:
         """Compute the maps of the last forward.
 
@@ -224,6 +230,12 @@ class CAMExtractor(HookedExtractor):
             normalized: min-max normalize each map to ``[0, 1]``.
             retain_graph: keep the autograd graph for another call on the same forward.
             targets: a :mod:`camkit.targets` object instead of ``class_idx``.
+            create_graph: return maps that stay in the autograd graph (through the activations and
+                the gradients), so a loss on them can be back-propagated into the model's
+                parameters (attention-guided training, "right for the right reasons" penalties).
+                Gradient and activation methods only; run the forward in plain grad mode (not in
+                :meth:`lean`, which records nothing before the target layers). Parameters' ``.grad``
+                are filled only by your own ``backward()``.
 
         Returns:
             One map ``(N, *S)`` per target layer, at the layer's resolution.
@@ -237,24 +249,30 @@ class CAMExtractor(HookedExtractor):
         self._check_scores(scores, target, batch)
         x = self._capture.input
         if self.spec.needs_input and x is None:
-            raise ValueError(
-                f"{type(self).__name__} re-runs the model on the input, but none was captured: run the forward "
-                "after creating the extractor"
-            )
+            why = self._capture.input_error or "run the forward after creating the extractor"
+            raise ValueError(f"{type(self).__name__} re-runs the model on its input, but none was captured: {why}")
         if x is not None and x.shape[0] != batch:
             raise ValueError(f"captured input batch {x.shape[0]} differs from activation batch {batch}")
         # Nothing here changes the model's flags: gradients come from autograd.grad, and every
         # forward a method runs goes through ModelProbe, which restores the flags itself.
+        if create_graph and (self.spec.needs_input or self.spec.needs_hvp):
+            raise ValueError(
+                f"create_graph=True needs a method whose map is a differentiable function of the activations "
+                f"and gradients (Grad-CAM, Grad-CAM++, LayerCAM, ...); {self.spec.name} re-runs the model or "
+                "uses second derivatives"
+            )
         grads: list[Tensor | None] = [None] * len(sources)
         hvps: list[Tensor | None] = [None] * len(sources)
         if self.spec.needs_scores and self.spec.needs_gradients:
             score = target(scores).sum()
             second = self.spec.needs_hvp
-            found = self._capture.gradients(score, retain_graph=retain_graph or second, create_graph=second)
+            found = self._capture.gradients(
+                score, retain_graph=retain_graph or second or create_graph, create_graph=second or create_graph
+            )
             if second:
                 hvps = list(self._capture.hessian_vector(found, retain_graph=retain_graph))
             grads = list(found)
-        return self.maps_from(target, grads, normalized, hvps)
+        return self.maps_from(target, grads, normalized, hvps, create_graph=create_graph)
 
     def maps_from(
         self,
@@ -262,6 +280,8 @@ class CAMExtractor(HookedExtractor):
         grads: Sequence[Tensor | None],
         normalized: bool = True,
         hvps: Sequence[Tensor | None] | None = None,
+        *,
+        create_graph: bool = False,
     ) -> list[Tensor]:
         """The maps of the captured activations, given the gradients already computed for ``target``.
 
@@ -273,13 +293,17 @@ class CAMExtractor(HookedExtractor):
             grads: ``d target / d A`` per target layer (``None`` entries for gradient-free methods).
             normalized: min-max normalize each map.
             hvps: Hessian-vector products per layer (methods registered with ``needs_hvp``).
+            create_graph: keep the maps in the autograd graph (see :meth:`__call__`).
 
         Returns:
             One map ``(N, *S)`` per target layer.
         """
         sources = self._capture.sources()
         hvps = hvps if hvps is not None else [None] * len(sources)
-        return [self._map(i, src.detach(), grads[i], target, normalized, hvps[i]) for i, src in enumerate(sources)]
+        return [
+            self._map(i, src if create_graph else src.detach(), grads[i], target, normalized, hvps[i], create_graph)
+            for i, src in enumerate(sources)
+        ]
 
     def _layout(self, layer: int, a: Tensor) -> Callable[[Tensor], Tensor] | None:
         """The user's ``reshape_transform``, else the inferred grid layout of a transformer output."""
@@ -302,7 +326,14 @@ class CAMExtractor(HookedExtractor):
         return layout
 
     def _map(
-        self, layer: int, a: Tensor, g: Tensor | None, target: Target, normalized: bool, hvp: Tensor | None = None
+        self,
+        layer: int,
+        a: Tensor,
+        g: Tensor | None,
+        target: Target,
+        normalized: bool,
+        hvp: Tensor | None = None,
+        differentiable: bool = False,
     ) -> Tensor:
         source = a
         reshape = self._layout(layer, a)
@@ -318,7 +349,7 @@ class CAMExtractor(HookedExtractor):
         if a.dtype in _LOW_PRECISION:
             a = a.float()
         if g is not None:
-            g = g.detach().to(a.dtype)
+            g = (g if differentiable else g.detach()).to(a.dtype)
         ctx = MethodContext(
             model=self.model,
             layer=layer,
@@ -332,8 +363,8 @@ class CAMExtractor(HookedExtractor):
             reforward = self.options.get("reforward", "auto")
             progress = self.options.get("progress")
             probe = ModelProbe(self.model, self._capture, target, layer, self.batch_size, reforward, progress)
-            ctx.probe = probe if reshape is None else _GridProbe(probe, reshape, source)
-        with torch.no_grad():
+            ctx.probe = probe if reshape is None else _GridProbe(probe, reshape, source.detach())
+        with torch.set_grad_enabled(differentiable):
             out = self.spec.weights(a, g, ctx)
             if self.spec.output == "map":
                 cam = out

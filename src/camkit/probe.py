@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from camkit.capture import Capture
 from camkit.engine import eval_mode, paused
+from camkit.inputs import ModelInput
 from camkit.progress import Progress
 
 __all__ = ["ModelProbe"]
@@ -113,49 +114,57 @@ class ModelProbe:
         finally:
             bar.close()
 
+    def _call(self, inputs: Tensor, rows: Tensor, call: ModelInput | None) -> Any:
+        """The model on ``inputs`` as its image; the other arguments of ``call`` (if any) repeated by ``rows``."""
+        if call is None or call.single:
+            return self.model(inputs)
+        return call.replace(inputs, rows)(self.model)
+
     def scores(self, inputs: Tensor, rows: Tensor) -> Tensor:
         """Target scores of ``inputs`` under ``inference_mode`` in eval mode, hooks paused.
 
         Args:
-            inputs: a batch of (perturbed) inputs.
+            inputs: a batch of (perturbed) images; the model's other arguments, if any, are
+                repeated along the batch (row ``b`` from sample ``rows[b]``).
             rows: sample index of each input row.
 
         Returns:
             ``(B,)`` scores.
         """
         with paused(), eval_mode(self.model), torch.inference_mode():
-            out = self.model(inputs)
-            return self.target(out, rows)  # type: ignore[no-any-return]
+            return self.target(self._call(inputs, rows, self.capture.call), rows)  # type: ignore[no-any-return]
 
     def gradients(self, inputs: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
         """Activation and ``dY/dA`` at this layer for ``inputs``, in eval mode.
 
         Args:
-            inputs: a batch of (noisy) inputs.
+            inputs: a batch of (noisy) images (other arguments as in :meth:`scores`).
             rows: sample index of each input row.
 
         Returns:
             The activation and its gradient, both detached.
         """
+        call = self.capture.call  # read before recording() gives the capture fresh storage
         with self.capture.recording() as rec, eval_mode(self.model), torch.enable_grad():
             with rec.lean():
-                out = self.model(inputs)
+                out = self._call(inputs, rows, call)
             score = self.target(out, rows).sum()
             grads = rec.gradients(score)
             return rec.activations()[self.layer], grads[self.layer].detach()
 
-    def _run_replaced(self, inputs: Tensor, activations: Tensor, rows: Tensor) -> Tensor:
+    def _run_replaced(self, call: ModelInput, activations: Tensor, rows: Tensor) -> Tensor:
         with self.capture.replacing(self.layer, activations), eval_mode(self.model), torch.inference_mode():
-            return self.target(self.model(inputs), rows)  # type: ignore[no-any-return]
+            return self.target(call(self.model), rows)  # type: ignore[no-any-return]
 
-    def _full(self, x: Tensor, activations: Tensor, rows: Tensor) -> Tensor:
-        return self._run_replaced(x[rows], activations, rows)
+    def _full(self, call: ModelInput, activations: Tensor, rows: Tensor) -> Tensor:
+        return self._run_replaced(call.select(rows), activations, rows)
 
-    def _fast(self, x: Tensor, activations: Tensor, rows: Tensor) -> Tensor:
+    def _fast(self, call: ModelInput, activations: Tensor, rows: Tensor) -> Tensor:
         out: Tensor | None = None
         for sample in torch.unique(rows).tolist():
             pick = (rows == sample).nonzero().squeeze(1)
-            scores = self._run_replaced(x[sample : sample + 1], activations[pick], rows[pick])
+            one = call.select(torch.tensor([sample], device=call.image.device))
+            scores = self._run_replaced(one, activations[pick], rows[pick])
             if scores.shape != pick.shape:
                 raise RuntimeError(f"fast re-forward returned {tuple(scores.shape)} scores for {pick.numel()} rows")
             if out is None:
@@ -178,7 +187,7 @@ class ModelProbe:
         Raises:
             ValueError: when the model input was not captured.
         """
-        x = self.capture.input
+        x = self.capture.call
         if x is None:
             raise ValueError("re-running the model needs its input: run the forward after creating the extractor")
         activations = activations.to(self.capture.sources()[self.layer].dtype)

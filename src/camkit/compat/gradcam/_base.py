@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from camkit import ops
 from camkit.engine import eval_mode, reference_tensor
 from camkit.extractor import CAMExtractor
+from camkit.inputs import ImageArg, ModelInput
 from camkit.layers import LayerSpec, resolve_layers
 from camkit.registry import MethodSpec, get_method
 from camkit.targets import Target
@@ -61,6 +62,9 @@ class CAMMethod:
         batch_size: keyword-only: inputs per forward for methods that re-run the model (ScoreCAM,
             AblationCAM, ...); also an attribute (``cam.batch_size = 64``).
         method: registry name (the named classes set it).
+        image_arg: keyword-only: for models called with several inputs (``input_tensor`` a tuple of
+            positional arguments or a dict of keyword arguments), which one is the image that
+            perturbation methods modify and whose size the maps take (see :mod:`camkit.inputs`).
         **kwargs: keyword-only method options (e.g. ``k`` of FEM); the named classes accept
             pytorch-grad-cam's (listed in their ``defaults``).
 
@@ -93,6 +97,7 @@ class CAMMethod:
         *,
         batch_size: int = 32,
         method: str | None = None,
+        image_arg: ImageArg = None,
         **kwargs: Any,
     ) -> None:
         name = method or self.method
@@ -110,6 +115,7 @@ class CAMMethod:
         self.target_layers = target_layers
         self.reshape_transform = reshape_transform
         self.batch_size = batch_size
+        self.image_arg = image_arg
         for key, reason in self.ignored.items():
             if key in kwargs and kwargs[key] != self.defaults.get(key):
                 warnings.warn(f"{type(self).__name__}: {key}={kwargs[key]!r} is ignored: {reason}", stacklevel=2)
@@ -117,8 +123,10 @@ class CAMMethod:
         self.options: dict[str, Any] = {k: v for k, v in merged.items() if k not in self.ignored}
         self.outputs: Any = None
         # Validate the layers now (errors list the candidates); None is resolved at the first call.
+        # FullGrad picks its own layers: pytorch-grad-cam's users pass target_layers=[] to it.
         self._layer_names: list[str] | None = None
-        if target_layers is not None:
+        own_layers = self.spec.layers is not None and isinstance(target_layers, Sequence) and not target_layers
+        if target_layers is not None and not own_layers:
             self._layer_names = resolve_layers(model, target_layers, ())
 
     @property
@@ -146,7 +154,7 @@ class CAMMethod:
     # computing -----------------------------------------------------------------------------
     def __call__(
         self,
-        input_tensor: Tensor,
+        input_tensor: Tensor | tuple[Any, ...] | Mapping[str, Any],
         targets: Sequence[PerSampleTarget] | None = None,
         aug_smooth: bool = False,
         eigen_smooth: bool = False,
@@ -154,7 +162,9 @@ class CAMMethod:
         """Maps of ``input_tensor`` as a numpy array ``(N, *input spatial size)``, float32 in ``[0, 1]``.
 
         Args:
-            input_tensor: the batch ``(N, C, H, W)`` (or ``(N, C, D, H, W)``).
+            input_tensor: the batch ``(N, C, H, W)`` (or ``(N, C, D, H, W)``, ``(N, C, L)``), or for a
+                model with several inputs a tuple of positional arguments or a dict of keyword
+                arguments (a Hugging Face processor's output) with the image among them.
             targets: one per-image target per image (``ClassifierOutputTarget(281)``, ...), a single
                 target for all images, or ``None`` for each image's top class.
             aug_smooth: average over horizontal flips × intensities (0.9, 1.0, 1.1).
@@ -166,14 +176,17 @@ class CAMMethod:
         return self.compute(input_tensor, targets, aug_smooth, eigen_smooth).float().cpu().numpy()
 
     def forward(
-        self, input_tensor: Tensor, targets: Sequence[PerSampleTarget] | None = None, eigen_smooth: bool = False
+        self,
+        input_tensor: Tensor | tuple[Any, ...] | Mapping[str, Any],
+        targets: Sequence[PerSampleTarget] | None = None,
+        eigen_smooth: bool = False,
     ) -> np.ndarray:
         """pytorch-grad-cam's ``forward``: :meth:`__call__` without ``aug_smooth``."""
         return self(input_tensor, targets, False, eigen_smooth)
 
     def compute(
         self,
-        input_tensor: Tensor,
+        input_tensor: Tensor | tuple[Any, ...] | Mapping[str, Any],
         targets: Sequence[PerSampleTarget] | None = None,
         aug_smooth: bool = False,
         eigen_smooth: bool = False,
@@ -192,35 +205,42 @@ class CAMMethod:
         Raises:
             TypeError: when ``input_tensor`` is not a batched tensor.
         """
-        x = self._prepare(input_tensor)
+        call = self._prepare(input_tensor)
         if not aug_smooth:
-            maps, outputs = self._maps(x, targets, eigen_smooth)
+            maps, outputs = self._maps(call, targets, eigen_smooth)
             self.outputs = outputs
             return maps
-        return self._aug_smooth(x, targets, eigen_smooth)
+        return self._aug_smooth(call, targets, eigen_smooth)
 
-    def _prepare(self, input_tensor: Tensor) -> Tensor:
-        """Check that ``input_tensor`` is a batch and move it to the model's device.
+    def _prepare(self, input_tensor: Any) -> ModelInput:
+        """Read the model's input (a tensor, tuple or dict) and move it to the model's device.
 
         Raises:
-            TypeError: when ``input_tensor`` is not a batched tensor.
+            TypeError: when ``input_tensor`` is not a batch, nor a tuple/dict holding one.
+            ValueError: when ``image_arg`` names no argument, or no image is found.
         """
-        if not isinstance(input_tensor, Tensor) or input_tensor.ndim < 3:
-            shape = tuple(input_tensor.shape) if isinstance(input_tensor, Tensor) else type(input_tensor).__name__
-            raise TypeError(f"input_tensor must be a tensor (N, C, H, W) or (N, C, D, H, W), got {shape}")
-        device = self._device()
-        return input_tensor.to(device) if device is not None else input_tensor
+        if isinstance(input_tensor, Tensor) and input_tensor.ndim < 3:
+            raise TypeError(
+                f"input_tensor must be a batch (N, C, H, W), (N, C, D, H, W) or (N, C, L), got shape "
+                f"{tuple(input_tensor.shape)}"
+                + ("; add the batch dim: x.unsqueeze(0)" if input_tensor.ndim == 2 else "")
+            )
+        try:
+            return ModelInput.of(input_tensor, self.image_arg).to(self._device())
+        except TypeError as error:
+            raise TypeError(f"input_tensor: {error}") from None
 
     def _device(self) -> torch.device | None:
         ref = reference_tensor(self.model)
         return None if ref is None else ref.device
 
-    def _aug_smooth(self, x: Tensor, targets: Sequence[PerSampleTarget] | None, eigen_smooth: bool) -> Tensor:
-        n = x.shape[0]
+    def _aug_smooth(self, call: ModelInput, targets: Sequence[PerSampleTarget] | None, eigen_smooth: bool) -> Tensor:
+        x, n = call.image, call.batch
         variants = [(flip, f) for flip in (False, True) for f in AUG_FACTORS]
         augmented = torch.cat([(x.flip(-1) if flip else x) * f for flip, f in variants])
+        rows = torch.arange(n, device=x.device).repeat(len(variants))
         many = None if targets is None else self._per_image(targets, n) * len(variants)
-        maps, outputs = self._maps(augmented, many, eigen_smooth)
+        maps, outputs = self._maps(call.replace(augmented, rows), many, eigen_smooth)
         maps = maps.view(len(variants), n, *maps.shape[1:])
         maps = torch.stack([m.flip(-1) if flip else m for m, (flip, _) in zip(maps, variants, strict=True)])
         plain = variants.index((False, 1.0))
@@ -243,20 +263,22 @@ class CAMMethod:
             self._layer_names = resolve_layers(self.model, None, tuple(x.shape[1:]))
         return self._layer_names
 
-    def _maps(self, x: Tensor, targets: Sequence[PerSampleTarget] | None, eigen_smooth: bool) -> tuple[Tensor, Any]:
+    def _maps(
+        self, call: ModelInput, targets: Sequence[PerSampleTarget] | None, eigen_smooth: bool
+    ) -> tuple[Tensor, Any]:
         """One forward, the raw maps of every layer, then pytorch-grad-cam's post-processing."""
-        cams, outputs = self._raw_maps(x, lambda out: batched_target(targets, out, x.shape[0]), eigen_smooth)
-        return self._postprocess(cams, x.shape[2:]), outputs
+        cams, outputs = self._raw_maps(call, lambda out: batched_target(targets, out, call.batch), eigen_smooth)
+        return self._postprocess(cams, call.image.shape[2:]), outputs
 
     def _raw_maps(
-        self, x: Tensor, make_target: Callable[[Any], Target], eigen_smooth: bool
+        self, call: ModelInput, make_target: Callable[[Any], Target], eigen_smooth: bool
     ) -> tuple[list[Tensor], Any]:
         """One forward; the registry method's raw map of every layer for ``make_target(model output)``.
 
         Returns:
             The maps (one ``(N, *S_l)`` per layer, before ReLU and normalization) and the detached output.
         """
-        names = self._layers(x)
+        names = self._layers(call.image)
         options = dict(self.options)
         options["eigen_smooth"] = eigen_smooth
         if self.reshape_transform is not None:
@@ -266,12 +288,19 @@ class CAMMethod:
             torch.inference_mode(False),
             torch.set_grad_enabled(grads),
             eval_mode(self.model),
-            CAMExtractor(self.model, names, method=self.spec.name, batch_size=self.batch_size, **options) as ex,
+            CAMExtractor(
+                self.model,
+                names,
+                method=self.spec.name,
+                batch_size=self.batch_size,
+                image_arg=call.image_key,
+                **options,
+            ) as ex,
         ):
-            if grads and torch.is_inference(x):
-                x = x.clone()  # an inference tensor cannot enter a graph; its clone out of inference mode can
+            if grads:  # an inference tensor cannot enter a graph; its clone out of inference mode can
+                call = call.map_tensors(lambda t: t.clone() if torch.is_inference(t) else t)
             with ex.lean() if grads else contextlib.nullcontext():
-                outputs = self.model(x)  # lean: no graph before the target layers
+                outputs = call(self.model)  # lean: no graph before the target layers
             cams = ex(scores=outputs, targets=make_target(outputs), normalized=False)
         return cams, detach_output(outputs)
 

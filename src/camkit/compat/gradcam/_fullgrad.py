@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from camkit.engine import eval_mode
+from camkit.inputs import ModelInput
 from camkit.methods.fullgrad import FullGrad, bias_layers
 from camkit.targets import Target
 
@@ -25,7 +26,7 @@ class FullGradMethod(CAMMethod):
     """FullGrad over every biased layer; ``target_layers`` is ignored, as in pytorch-grad-cam."""
 
     def _raw_maps(
-        self, x: Tensor, make_target: Callable[[Any], Target], eigen_smooth: bool
+        self, call: ModelInput, make_target: Callable[[Any], Target], eigen_smooth: bool
     ) -> tuple[list[Tensor], Any]:
         if self.target_layers:
             logger.warning("FullGrad uses every layer with a bias; target_layers is ignored")
@@ -35,9 +36,8 @@ class FullGradMethod(CAMMethod):
             torch.inference_mode(False),
             torch.enable_grad(),
             eval_mode(self.model),
-            FullGrad(self.model, bias_layers(self.model)) as extractor,
+            FullGrad(self.model, bias_layers(self.model), image_arg=call.image_key) as extractor,
         ):
-            leaf = x.clone() if torch.is_inference(x) else x
-            outputs = self.model(leaf)
+            outputs = call.map_tensors(lambda t: t.clone() if torch.is_inference(t) else t)(self.model)
             maps = extractor(scores=outputs, targets=make_target(outputs), normalized=False)
         return maps, detach_output(outputs)

@@ -166,15 +166,15 @@ class FinerCAM(_OnBase):
         Returns:
             The maps.
         """
-        x = self.base_cam._prepare(input_tensor)
+        call = self.base_cam._prepare(input_tensor)
 
         def make_target(outputs: Any) -> Target:
             if targets is not None:
-                return batched_target(targets, outputs, x.shape[0])
+                return batched_target(targets, outputs, call.batch)
             return self.target(outputs, alpha, comparison_categories, target_idx)
 
-        cams, self.outputs = self.base_cam._raw_maps(x, make_target, eigen_smooth)
-        return self.base_cam._postprocess(cams, x.shape[2:])
+        cams, self.outputs = self.base_cam._raw_maps(call, make_target, eigen_smooth)
+        return self.base_cam._postprocess(cams, call.image.shape[2:])
 
     @staticmethod
     def target(
@@ -268,11 +268,11 @@ class RefineCAM(_OnBase):
         Returns:
             The maps.
         """
-        x = self.base_cam._prepare(input_tensor)
+        call = self.base_cam._prepare(input_tensor)
         cams, self.outputs = self.base_cam._raw_maps(
-            x, lambda out: batched_target(targets, out, x.shape[0]), eigen_smooth
+            call, lambda out: batched_target(targets, out, call.batch), eigen_smooth
         )
-        size = tuple(x.shape[2:])
+        size = tuple(call.image.shape[2:])
         per_layer = [self.base_cam._postprocess([cam], size) for cam in cams]
         return NativeRefineCAM.fuse_cams(per_layer, size)
 
@@ -377,7 +377,10 @@ class SESS(_OnBase):
         Returns:
             The maps.
         """
-        x = self.base_cam._prepare(input_tensor)
+        call = self.base_cam._prepare(input_tensor)
+        if not call.single:
+            raise TypeError("SESS re-scales and tiles its input: pass one input tensor (N, C, H, W)")
+        x = call.image
         sess = self._native(self.base_cam._layers(x), tuple(x.shape[1:]), eigen_smooth)
         if targets is None:
             return sess(x)
