@@ -24,7 +24,8 @@ def resolve_fc_weight(model: nn.Module, fc_layer: nn.Module | str | None) -> Ten
         fc_layer: the head module, its dotted name, or ``None``.
 
     Returns:
-        The weight matrix, detached.
+        The weight matrix, a view of the parameter (not detached: maps computed with
+        ``create_graph=True`` reach the head; by default the weighting runs without autograd).
 
     Raises:
         ValueError: when no single head can be found, naming what to pass.
@@ -55,7 +56,7 @@ def resolve_fc_weight(model: nn.Module, fc_layer: nn.Module | str | None) -> Ten
     if not isinstance(weight, Tensor) or weight.ndim < 2:
         raise ValueError(f"fc_layer {type(module).__name__} has no (num_classes, C) weight")
     # a Conv1x1 head has weight (K, C, 1, 1)
-    return weight.detach().reshape(weight.shape[0], weight.shape[1])
+    return weight.reshape(weight.shape[0], weight.shape[1])
 
 
 @register(

@@ -145,6 +145,7 @@ class FullGrad(CAMExtractor):
         retain_graph: bool = False,
         *,
         targets: Target | None = None,
+        create_graph: bool = False,
     ) -> list[Tensor]:
         """Compute the FullGrad map of the last forward.
 
@@ -154,13 +155,16 @@ class FullGrad(CAMExtractor):
             normalized: min-max normalize each map to ``[0, 1]``.
             retain_graph: keep the autograd graph for another call.
             targets: a :mod:`camkit.targets` object instead of ``class_idx``.
+            create_graph: not available for FullGrad (raises); see :meth:`CAMExtractor.__call__`.
 
         Returns:
             ``[map]`` with the map ``(N, *S_in)``.
 
         Raises:
-            ValueError: when the input gradient is missing (forward without gradients).
+            ValueError: when the input gradient is missing (forward without gradients), or for ``create_graph``.
         """
+        if create_graph:
+            raise ValueError("create_graph=True is not available for FullGrad: use Grad-CAM, LayerCAM, ...")
         layer_terms = super().__call__(class_idx, scores, False, retain_graph, targets=targets)
         x, grad = self._capture.input, self._capture.input_grad
         if x is None or grad is None:
