@@ -191,9 +191,8 @@ def test_model_input_rules_and_errors() -> None:
         CAMMethod(net, [net.features[2]], method="gradcam", image_arg=5) as cam,
     ):
         cam(input_tensor=(x, v))
-    with CAMMethod(net, [net.features[2]], method="gradcam") as cam:
-        with pytest.raises(TypeError, match="unsqueeze"):
-            cam(input_tensor=torch.rand(3, 8))
+    with CAMMethod(net, [net.features[2]], method="gradcam") as cam, pytest.raises(TypeError, match="unsqueeze"):
+        cam(input_tensor=torch.rand(3, 8))
 
 
 def test_aug_smooth_repeats_the_other_inputs() -> None:
@@ -214,3 +213,23 @@ def test_any_options_pass(monkeypatch: pytest.MonkeyPatch) -> Any:
         x, v = torch.rand(2, 3, 8, 8), torch.rand(2, 4)
     with CAMMethod(net, [net.features[2]], method="gradcam") as cam:
         assert cam(input_tensor=(x, v), targets=None).shape == (2, 8, 8)
+
+
+@pytest.mark.parametrize("metric", ["confidence_change", "deletion", "insertion", "road", "road_combined"])
+def test_metrics_perturb_only_the_image(metric: str) -> None:
+    from camkit import metrics
+
+    net, x, v = _net(), torch.rand(3, 3, 8, 8), torch.rand(3, 4)
+    maps = torch.rand(3, 8, 8)
+    fn = getattr(metrics, metric)
+    extra: dict[str, Any] = {"steps": 4} if metric in ("deletion", "insertion") else {}
+    if metric.startswith("road"):
+        extra = {"percentiles": [20, 50], "generator": torch.Generator().manual_seed(0), "noise": 0.0}
+    both = fn(net, (x, v), maps, **extra)
+    for i in range(3):
+        if metric.startswith("road"):
+            extra["generator"] = torch.Generator().manual_seed(0)
+        alone = fn(Fixed(net, v[i : i + 1]).eval(), x[i : i + 1], maps[i : i + 1], **extra)
+        values = both.change.per_sample[i] if metric == "confidence_change" else both.per_sample[i]
+        expected = alone.change.per_sample[0] if metric == "confidence_change" else alone.per_sample[0]
+        torch.testing.assert_close(values, expected, **TOL)

@@ -15,7 +15,7 @@ callables, one per sample, is accepted as pytorch-grad-cam passes targets.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from camkit import ops
 from camkit.engine import paused
+from camkit.inputs import ImageArg, ModelInput
 from camkit.targets import ClassProbabilityTarget, RowwiseTarget, logits_of
 
 __all__ = [
@@ -96,6 +97,27 @@ def check_inputs(inputs: Any) -> Tensor:
             f"got dtype {inputs.dtype} and shape {tuple(inputs.shape)}{hint}"
         )
     return inputs
+
+
+#: a tensor, or a tuple/dict of a model's arguments with the image among them
+InputsLike: TypeAlias = "Tensor | tuple[Any, ...] | Mapping[str, Any]"
+
+
+def split_inputs(inputs: Any, image_arg: ImageArg = None) -> tuple[Tensor, ModelInput | None]:
+    """The image of ``inputs`` (checked as :func:`check_inputs`), and the whole call for tuple/dict inputs.
+
+    Args:
+        inputs: a tensor, or for a model with several inputs a tuple of positional arguments or a
+            dict of keyword arguments (see :mod:`camkit.inputs`).
+        image_arg: which argument is the image, when ambiguous.
+
+    Returns:
+        The image ``(N, C, *S)`` the metric perturbs, and the call (``None`` for a plain tensor).
+    """
+    if isinstance(inputs, Tensor):
+        return check_inputs(inputs), None
+    call = ModelInput.of(inputs, image_arg)
+    return check_inputs(call.image), call
 
 
 def _as_tensor(value: Any, name: str) -> Tensor:
@@ -244,6 +266,7 @@ def forward_scores(
     rows: Tensor,
     make: Callable[[slice], Tensor],
     batch_size: int,
+    call: ModelInput | None = None,
 ) -> Tensor:
     """Target scores of ``len(rows)`` inputs built by ``make``, ``batch_size`` per forward.
 
@@ -255,6 +278,8 @@ def forward_scores(
         rows: the sample each input belongs to.
         make: builds the inputs of a slice of rows.
         batch_size: inputs per forward.
+        call: for a model with several inputs, its call: the built images replace its image and its
+            other arguments are repeated along the batch by ``rows``.
 
     Returns:
         ``(len(rows),)`` scores.
@@ -263,13 +288,14 @@ def forward_scores(
     with paused(), torch.inference_mode():
         for start in range(0, rows.shape[0], batch_size):
             part = slice(start, min(start + batch_size, rows.shape[0]))
-            out = model(make(part))
+            images = make(part)
+            out = model(images) if call is None else call.replace(images, rows[part])(model)
             parts.append(_checked(target(out, rows[part]), part.stop - part.start))
     return torch.cat(parts)
 
 
 def clean_scores(
-    model: nn.Module, inputs: Tensor, targets: TargetLike, batch_size: int
+    model: nn.Module, inputs: Tensor, targets: TargetLike, batch_size: int, call: ModelInput | None = None
 ) -> tuple[Callable[..., Tensor], Tensor]:
     """Resolve ``targets`` and score the clean inputs (the caller sets eval mode).
 
@@ -281,7 +307,7 @@ def clean_scores(
     rows = torch.arange(batch, device=inputs.device)
     target = resolve_target(targets, batch)
     if target is not None:
-        return target, forward_scores(model, target, rows, lambda part: inputs[part], batch_size)
+        return target, forward_scores(model, target, rows, lambda part: inputs[part], batch_size, call)
     classes: list[Tensor] = []
 
     def predicted(output: Any, rows: Tensor | None = None) -> Tensor:
@@ -289,5 +315,5 @@ def clean_scores(
         classes.append(chosen)
         return ClassProbabilityTarget(chosen.tolist())(output)
 
-    scores = forward_scores(model, predicted, rows, lambda part: inputs[part], batch_size)
+    scores = forward_scores(model, predicted, rows, lambda part: inputs[part], batch_size, call)
     return ClassProbabilityTarget(torch.cat(classes).tolist()), scores

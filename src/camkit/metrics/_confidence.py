@@ -28,7 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from camkit.engine import eval_mode
+from camkit.inputs import ImageArg, ModelInput
 from camkit.metrics._common import (
+    InputsLike,
     MapsLike,
     MetricResult,
     TargetLike,
@@ -38,6 +40,7 @@ from camkit.metrics._common import (
     make_result,
     positive_int,
     prepare_maps,
+    split_inputs,
     valid_rows,
 )
 from camkit.targets import ClassTarget, logits_of
@@ -88,10 +91,17 @@ def _derive(original: Tensor, masked: Tensor, valid: Tensor) -> ConfidenceChange
     )
 
 
-def _masked_scores(model: nn.Module, inputs: Tensor, cams: Tensor, target: Callable[..., Tensor], size: int) -> Tensor:
+def _masked_scores(
+    model: nn.Module,
+    inputs: Tensor,
+    cams: Tensor,
+    target: Callable[..., Tensor],
+    size: int,
+    call: ModelInput | None = None,
+) -> Tensor:
     rows = torch.arange(inputs.shape[0], device=inputs.device)
     weights = cams.unsqueeze(1).to(inputs.dtype)
-    return forward_scores(model, target, rows, lambda part: inputs[part] * weights[part], size)
+    return forward_scores(model, target, rows, lambda part: inputs[part] * weights[part], size, call)
 
 
 def _check_positive(change: ConfidenceChange, what: str) -> None:
@@ -105,7 +115,13 @@ def _check_positive(change: ConfidenceChange, what: str) -> None:
 
 
 def confidence_change(
-    model: nn.Module, inputs: Tensor, maps: MapsLike, targets: TargetLike = None, *, batch_size: int = 32
+    model: nn.Module,
+    inputs: InputsLike,
+    maps: MapsLike,
+    targets: TargetLike = None,
+    *,
+    batch_size: int = 32,
+    image_arg: ImageArg = None,
 ) -> ConfidenceChange:
     r"""Score change when each input is multiplied by its map: change, drop and increase per sample.
 
@@ -113,11 +129,13 @@ def confidence_change(
 
     Args:
         model: the classifier; run in eval mode (its flags are restored afterwards).
-        inputs: ``(N, C, *S)`` model inputs.
+        inputs: ``(N, C, *S)`` model inputs; for a model with several inputs, a tuple or dict of its
+            arguments (only the image is masked; see :mod:`camkit.inputs`).
         maps: one map per sample (any method's output, resized to ``S``), usually in ``[0, 1]``.
         targets: a target object, a class index or one per sample (its softmax probability), or
             ``None`` for the predicted class's probability.
         batch_size: inputs per forward.
+        image_arg: which argument of a tuple/dict ``inputs`` is the image.
 
     Returns:
         A :class:`ConfidenceChange`; samples whose map holds NaN/inf get NaN values.
@@ -134,19 +152,25 @@ def confidence_change(
         >>> result.drop.mean, result.increase.mean
         (0.0, 0.0)
     """
-    inputs = check_inputs(inputs)
+    inputs, call = split_inputs(inputs, image_arg)
     batch_size = positive_int(batch_size, "batch_size")
     cams = prepare_maps(maps, inputs.shape[0], inputs.shape[2:], inputs.device)
     valid = valid_rows(cams)
     cams = torch.where(valid.view(-1, *[1] * (cams.ndim - 1)), cams, torch.zeros_like(cams))
     with eval_mode(model):
-        target, original = clean_scores(model, inputs, targets, batch_size)
-        masked = _masked_scores(model, inputs, cams, target, batch_size)
+        target, original = clean_scores(model, inputs, targets, batch_size, call)
+        masked = _masked_scores(model, inputs, cams, target, batch_size, call)
     return _derive(original, masked, valid)
 
 
 def average_drop(
-    model: nn.Module, inputs: Tensor, maps: MapsLike, targets: TargetLike = None, *, batch_size: int = 32
+    model: nn.Module,
+    inputs: InputsLike,
+    maps: MapsLike,
+    targets: TargetLike = None,
+    *,
+    batch_size: int = 32,
+    image_arg: ImageArg = None,
 ) -> MetricResult:
     r"""Average drop :math:`\frac1N \sum_i \max(0, Y_i - O_i) / Y_i` (a fraction; lower is better).
 
@@ -158,6 +182,7 @@ def average_drop(
         maps: one map per sample.
         targets: as for :func:`confidence_change`; the scores must be positive.
         batch_size: inputs per forward.
+        image_arg: as for :func:`confidence_change`.
 
     Returns:
         The per-sample drops and their mean.
@@ -171,13 +196,19 @@ def average_drop(
         >>> average_drop(model, torch.rand(1, 1, 4, 4), torch.ones(1, 4, 4)).mean
         0.0
     """
-    change = confidence_change(model, inputs, maps, targets, batch_size=batch_size)
+    change = confidence_change(model, inputs, maps, targets, batch_size=batch_size, image_arg=image_arg)
     _check_positive(change, "average drop")
     return change.drop
 
 
 def increase_in_confidence(
-    model: nn.Module, inputs: Tensor, maps: MapsLike, targets: TargetLike = None, *, batch_size: int = 32
+    model: nn.Module,
+    inputs: InputsLike,
+    maps: MapsLike,
+    targets: TargetLike = None,
+    *,
+    batch_size: int = 32,
+    image_arg: ImageArg = None,
 ) -> MetricResult:
     r"""Increase in confidence :math:`\frac1N \sum_i \mathbb{1}[Y_i < O_i]` (a fraction; higher is better).
 
@@ -189,6 +220,7 @@ def increase_in_confidence(
         maps: one map per sample.
         targets: as for :func:`confidence_change`.
         batch_size: inputs per forward.
+        image_arg: as for :func:`confidence_change`.
 
     Returns:
         Per-sample 0/1 values and their mean.
@@ -199,7 +231,7 @@ def increase_in_confidence(
         >>> increase_in_confidence(model, torch.rand(1, 1, 4, 4), torch.ones(1, 4, 4)).mean
         0.0
     """
-    return confidence_change(model, inputs, maps, targets, batch_size=batch_size).increase
+    return confidence_change(model, inputs, maps, targets, batch_size=batch_size, image_arg=image_arg).increase
 
 
 class CAMExtractorLike(Protocol):

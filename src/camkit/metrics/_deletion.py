@@ -25,16 +25,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camkit.engine import eval_mode
+from camkit.inputs import ImageArg
 from camkit.metrics._common import (
     CurveResult,
+    InputsLike,
     MapsLike,
     TargetLike,
-    check_inputs,
     clean_scores,
     forward_scores,
     nanmean,
     positive_int,
     prepare_maps,
+    split_inputs,
     valid_rows,
 )
 
@@ -107,7 +109,7 @@ def _baseline(baseline: Baseline, inputs: Tensor, sigma: float, kernel_size: int
 
 def _curve(
     model: nn.Module,
-    inputs: Tensor,
+    inputs: InputsLike,
     maps: MapsLike,
     targets: TargetLike,
     steps: int,
@@ -116,8 +118,9 @@ def _curve(
     sigma: float,
     kernel_size: int,
     insert: bool,
+    image_arg: ImageArg = None,
 ) -> CurveResult:
-    inputs = check_inputs(inputs)
+    inputs, call = split_inputs(inputs, image_arg)
     steps = positive_int(steps, "steps")
     batch_size = positive_int(batch_size, "batch_size")
     n = inputs.shape[0]
@@ -141,8 +144,8 @@ def _curve(
         return torch.where(top, first[sample], second[sample]).view(-1, *inputs.shape[1:])
 
     with eval_mode(model):
-        target, clean = clean_scores(model, inputs, targets, batch_size)
-        scores = forward_scores(model, target, rows, make, batch_size).view(n, steps)
+        target, clean = clean_scores(model, inputs, targets, batch_size, call)
+        scores = forward_scores(model, target, rows, make, batch_size, call).view(n, steps)
     clean = clean.to(scores.dtype).unsqueeze(1)
     curve = torch.cat([scores, clean] if insert else [clean, scores], dim=1)
     fractions = counts.to(curve.dtype) / positions
@@ -153,7 +156,7 @@ def _curve(
 
 def deletion(
     model: nn.Module,
-    inputs: Tensor,
+    inputs: InputsLike,
     maps: MapsLike,
     targets: TargetLike = None,
     *,
@@ -162,6 +165,7 @@ def deletion(
     batch_size: int = 32,
     sigma: float = 5.0,
     kernel_size: int = 11,
+    image_arg: ImageArg = None,
 ) -> CurveResult:
     r"""Deletion AUC: the score as the most relevant positions are replaced by a baseline (lower is better).
 
@@ -179,6 +183,8 @@ def deletion(
         batch_size: perturbed inputs per forward.
         sigma: blur standard deviation, for ``baseline="blur"``.
         kernel_size: blur kernel length, for ``baseline="blur"``.
+        image_arg: for tuple/dict ``inputs`` (a model with several inputs), which argument is the
+            image; only the image is perturbed (see :mod:`camkit.inputs`).
 
     Returns:
         ``per_sample`` AUCs ``(N,)``, their ``mean``, the ``curve`` ``(N, K + 1)`` of scores and the
@@ -197,12 +203,12 @@ def deletion(
         >>> result.curve.shape, result.per_sample.shape
         (torch.Size([2, 5]), torch.Size([2]))
     """
-    return _curve(model, inputs, maps, targets, steps, baseline, batch_size, sigma, kernel_size, insert=False)
+    return _curve(model, inputs, maps, targets, steps, baseline, batch_size, sigma, kernel_size, False, image_arg)
 
 
 def insertion(
     model: nn.Module,
-    inputs: Tensor,
+    inputs: InputsLike,
     maps: MapsLike,
     targets: TargetLike = None,
     *,
@@ -211,6 +217,7 @@ def insertion(
     batch_size: int = 32,
     sigma: float = 5.0,
     kernel_size: int = 11,
+    image_arg: ImageArg = None,
 ) -> CurveResult:
     r"""Insertion AUC: the score as the most relevant positions are restored onto a baseline (higher is better).
 
@@ -227,6 +234,7 @@ def insertion(
         batch_size: perturbed inputs per forward.
         sigma: blur standard deviation.
         kernel_size: blur kernel length.
+        image_arg: as for :func:`deletion`.
 
     Returns:
         ``per_sample`` AUCs, their ``mean``, the ``curve`` ``(N, K + 1)`` and the ``fractions`` of
@@ -244,4 +252,4 @@ def insertion(
         >>> bool(result.curve[0, -1] == torch.softmax(model(x), 1)[0, 0])  # all restored: the clean score
         True
     """
-    return _curve(model, inputs, maps, targets, steps, baseline, batch_size, sigma, kernel_size, insert=True)
+    return _curve(model, inputs, maps, targets, steps, baseline, batch_size, sigma, kernel_size, True, image_arg)

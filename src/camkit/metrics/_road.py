@@ -38,8 +38,10 @@ import torch
 from torch import Tensor, nn
 
 from camkit.engine import eval_mode
+from camkit.inputs import ImageArg
 from camkit.metrics._common import (
     CurveResult,
+    InputsLike,
     MapsLike,
     MetricResult,
     TargetLike,
@@ -50,6 +52,7 @@ from camkit.metrics._common import (
     nanmean,
     positive_int,
     prepare_maps,
+    split_inputs,
     valid_rows,
 )
 from camkit.metrics._imputation import linear_imputation
@@ -174,7 +177,7 @@ def noisy_linear_imputation(
 
 def _road_scores(
     model: nn.Module,
-    inputs: Tensor,
+    inputs: InputsLike,
     maps: MapsLike,
     targets: TargetLike,
     percents: list[float],
@@ -183,9 +186,10 @@ def _road_scores(
     generator: torch.Generator | None,
     batch_size: int,
     keep_images: bool = False,
+    image_arg: ImageArg = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Clean scores ``(N,)``, imputed scores ``(N, len(orders), P)``, valid rows, and the images if asked."""
-    inputs = check_inputs(inputs)
+    inputs, call = split_inputs(inputs, image_arg)
     if inputs.ndim != 4:
         raise ValueError(f"ROAD works on 2-D images: inputs must be (N, C, H, W), got {tuple(inputs.shape)}")
     batch_size = positive_int(batch_size, "batch_size")
@@ -216,8 +220,8 @@ def _road_scores(
         return built
 
     with eval_mode(model):
-        target, clean = clean_scores(model, inputs, targets, batch_size)
-        scores = forward_scores(model, target, rows, make, batch_size).view(n, len(orders), len(percents))
+        target, clean = clean_scores(model, inputs, targets, batch_size, call)
+        scores = forward_scores(model, target, rows, make, batch_size, call).view(n, len(orders), len(percents))
     return clean.to(scores.dtype), scores, valid, torch.cat(images) if keep_images else None
 
 
@@ -228,7 +232,7 @@ def _nan_rows(values: Tensor, valid: Tensor) -> Tensor:
 
 def road(
     model: nn.Module,
-    inputs: Tensor,
+    inputs: InputsLike,
     maps: MapsLike,
     targets: TargetLike = None,
     *,
@@ -237,6 +241,7 @@ def road(
     noise: float = 0.01,
     generator: torch.Generator | None = None,
     batch_size: int = 32,
+    image_arg: ImageArg = None,
 ) -> CurveResult:
     r"""ROAD score change after removing the most (``"morf"``) or least (``"lerf"``) relevant pixels.
 
@@ -255,6 +260,8 @@ def road(
         noise: standard deviation of the imputation noise.
         generator: random generator for the noise.
         batch_size: imputed inputs per forward.
+        image_arg: for tuple/dict ``inputs`` (a model with several inputs), which argument is the
+            image; only the image is imputed (see :mod:`camkit.inputs`).
 
     Returns:
         ``per_sample`` mean changes, their ``mean``, the ``curve`` ``(N, P)`` of changes and the
@@ -275,7 +282,7 @@ def road(
         raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
     percents = _percentiles(percentiles)
     clean, scores, valid, _ = _road_scores(
-        model, inputs, maps, targets, percents, [order], noise, generator, batch_size
+        model, inputs, maps, targets, percents, [order], noise, generator, batch_size, image_arg=image_arg
     )
     curve = _nan_rows(scores[:, 0] - clean.unsqueeze(1), valid)
     per_sample = curve.mean(dim=1)
@@ -285,7 +292,7 @@ def road(
 
 def road_combined(
     model: nn.Module,
-    inputs: Tensor,
+    inputs: InputsLike,
     maps: MapsLike,
     targets: TargetLike = None,
     *,
@@ -293,6 +300,7 @@ def road_combined(
     noise: float = 0.01,
     generator: torch.Generator | None = None,
     batch_size: int = 32,
+    image_arg: ImageArg = None,
 ) -> CurveResult:
     r"""ROAD combined: :math:`\frac{1}{|R|}\sum_r (s^{\mathrm{LeRF}}_r - s^{\mathrm{MoRF}}_r) / 2` (higher is better).
 
@@ -308,6 +316,8 @@ def road_combined(
         noise: standard deviation of the imputation noise.
         generator: random generator for the noise.
         batch_size: imputed inputs per forward.
+        image_arg: for tuple/dict ``inputs`` (a model with several inputs), which argument is the
+            image; only the image is imputed (see :mod:`camkit.inputs`).
 
     Returns:
         ``per_sample`` combined scores, their ``mean``, the ``curve`` ``(N, P)`` of
@@ -325,7 +335,7 @@ def road_combined(
     """
     percents = _percentiles(percentiles)
     _, scores, valid, _ = _road_scores(
-        model, inputs, maps, targets, percents, ["morf", "lerf"], noise, generator, batch_size
+        model, inputs, maps, targets, percents, ["morf", "lerf"], noise, generator, batch_size, image_arg=image_arg
     )
     curve = _nan_rows((scores[:, 1] - scores[:, 0]) / 2, valid)
     per_sample = curve.mean(dim=1)
