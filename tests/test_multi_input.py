@@ -233,3 +233,27 @@ def test_metrics_perturb_only_the_image(metric: str) -> None:
         values = both.change.per_sample[i] if metric == "confidence_change" else both.per_sample[i]
         expected = alone.change.per_sample[0] if metric == "confidence_change" else alone.per_sample[0]
         torch.testing.assert_close(values, expected, **TOL)
+
+
+@pytest.mark.parametrize("name", ["gradcam", "layercam", "scorecam", "ablationcam"])
+def test_hugging_face_vit_with_processor_style_dict_and_no_wrapper(name: str) -> None:
+    from test_vit_models import hf_vit
+
+    model, x = hf_vit(), torch.rand(2, 3, 32, 32)
+    layer = "vit.layers.1.layernorm_before"
+    # grad-cam front door: the processor's dict, a ModelOutput with logits, tokens read as a grid
+    with CAMMethod(model, [layer], method=name, batch_size=64) as cam:
+        from_dict = cam(input_tensor={"pixel_values": x}, targets=None)
+        from_tensor = cam(input_tensor=x, targets=None)
+    np.testing.assert_allclose(from_dict, from_tensor, rtol=1e-5, atol=1e-6)
+    assert from_dict.shape == (2, 32, 32)
+    # TorchCAM style: the user's own call with keywords
+    build = extractor_class(name)
+    extra = {"method": name} if build is camkit.CAMExtractor else {}
+    with build(model, target_layer=layer, batch_size=64, **extra) as extractor:
+        out = model(pixel_values=x)
+        keyword = extractor([1, 2], out)[0]
+        out = model(x)
+        positional = extractor([1, 2], out)[0]
+    torch.testing.assert_close(keyword, positional, **TOL)
+    assert keyword.shape == (2, 4, 4)
