@@ -8,7 +8,7 @@ its options.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -18,9 +18,9 @@ from camkit import ops
 from camkit.capture import Capture
 from camkit.inputs import ImageArg
 from camkit.layers import LayerSpec, resolve_layers
-from camkit.probe import ModelProbe
-from camkit.registry import MethodContext, MethodSpec, Probe, get_method
-from camkit.reshape import attention_kind, grid_index, infer_layout, scatter_grid, transformer_info
+from camkit.probe import GridProbe, ModelProbe
+from camkit.registry import MethodContext, MethodSpec, get_method
+from camkit.reshape import attention_kind, infer_layout, transformer_info
 from camkit.targets import ClassTarget, Target, logits_of
 
 __all__ = ["CAMExtractor", "HookedExtractor"]
@@ -363,7 +363,7 @@ class CAMExtractor(HookedExtractor):
             reforward = self.options.get("reforward", "auto")
             progress = self.options.get("progress")
             probe = ModelProbe(self.model, self._capture, target, layer, self.batch_size, reforward, progress)
-            ctx.probe = probe if reshape is None else _GridProbe(probe, reshape, source.detach())
+            ctx.probe = probe if reshape is None else GridProbe(probe, reshape, source.detach())
         with torch.set_grad_enabled(differentiable):
             out = self.spec.weights(a, g, ctx)
             if self.spec.output == "map":
@@ -399,40 +399,3 @@ class CAMExtractor(HookedExtractor):
     @staticmethod
     def _scale_cams(cams: list[Tensor]) -> list[Tensor]:
         return cams
-
-
-class _GridProbe:
-    """A probe seen through a grid layout: methods work on grids, the model gets its own layout back.
-
-    Replaced activations are written back with :func:`camkit.reshape.scatter_grid` (values the
-    layout drops, such as class tokens, keep the captured values of their sample).
-    """
-
-    def __init__(self, probe: Probe, reshape: Callable[[Tensor], Tensor], source: Tensor) -> None:
-        self.probe = probe
-        self.reshape = reshape
-        self.source = source
-        self.batch_size = probe.batch_size
-        self._index: Tensor | None = None
-
-    def chunks(
-        self, rows: int, repeat: int = 1, label: str = "inputs", row_bytes: int | None = None
-    ) -> Iterator[tuple[int, slice]]:
-        """The wrapped probe's chunks."""
-        return self.probe.chunks(rows, repeat, label, row_bytes)
-
-    def scores(self, inputs: Tensor, rows: Tensor) -> Tensor:
-        """The wrapped probe's scores."""
-        return self.probe.scores(inputs, rows)
-
-    def gradients(self, inputs: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-        """Activation and gradient at the layer, as grids."""
-        act, grad = self.probe.gradients(inputs, rows)
-        return self.reshape(act).contiguous(), self.reshape(grad).contiguous()
-
-    def replaced_scores(self, activations: Tensor, rows: Tensor) -> Tensor:
-        """Scores when the layer outputs these grids (written back into its layout)."""
-        if self._index is None:
-            self._index = grid_index(self.reshape, self.source[:1])
-        base = self.source[rows.to(self.source.device)]
-        return self.probe.replaced_scores(scatter_grid(activations, base, self._index), rows)

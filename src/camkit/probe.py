@@ -15,7 +15,7 @@ against a full forward on one row and keeps the full path if they differ.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -25,8 +25,10 @@ from camkit.capture import Capture
 from camkit.engine import eval_mode, paused
 from camkit.inputs import ModelInput
 from camkit.progress import Progress
+from camkit.registry import Probe
+from camkit.reshape import grid_index, scatter_grid
 
-__all__ = ["ModelProbe"]
+__all__ = ["GridProbe", "ModelProbe"]
 
 logger = logging.getLogger("camkit")
 
@@ -211,3 +213,40 @@ class ModelProbe:
                 return self._full(x, activations, rows)
             self.path = "fast"
         return fast
+
+
+class GridProbe:
+    """A probe seen through a grid layout: methods work on grids, the model gets its own layout back.
+
+    Replaced activations are written back with :func:`camkit.reshape.scatter_grid` (values the
+    layout drops, such as class tokens, keep the captured values of their sample).
+    """
+
+    def __init__(self, probe: Probe, reshape: Callable[[Tensor], Tensor], source: Tensor) -> None:
+        self.probe = probe
+        self.reshape = reshape
+        self.source = source
+        self.batch_size = probe.batch_size
+        self._index: Tensor | None = None
+
+    def chunks(
+        self, rows: int, repeat: int = 1, label: str = "inputs", row_bytes: int | None = None
+    ) -> Iterator[tuple[int, slice]]:
+        """The wrapped probe's chunks."""
+        return self.probe.chunks(rows, repeat, label, row_bytes)
+
+    def scores(self, inputs: Tensor, rows: Tensor) -> Tensor:
+        """The wrapped probe's scores."""
+        return self.probe.scores(inputs, rows)
+
+    def gradients(self, inputs: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Activation and gradient at the layer, as grids."""
+        act, grad = self.probe.gradients(inputs, rows)
+        return self.reshape(act).contiguous(), self.reshape(grad).contiguous()
+
+    def replaced_scores(self, activations: Tensor, rows: Tensor) -> Tensor:
+        """Scores when the layer outputs these grids (written back into its layout)."""
+        if self._index is None:
+            self._index = grid_index(self.reshape, self.source[:1])
+        base = self.source[rows.to(self.source.device)]
+        return self.probe.replaced_scores(scatter_grid(activations, base, self._index), rows)
