@@ -81,7 +81,7 @@ def compare(
     *,
     class_idx: int | Sequence[int] | None = None,
     normalized: bool = True,
-    batch_size: int = 32,
+    batch_size: int | str = 32,
     image_arg: ImageArg = None,
     **options: Any,
 ) -> dict[str, list[Tensor]]:
@@ -104,7 +104,7 @@ def compare(
         class_idx: instead of ``targets``: one class for the batch or one per sample. With neither,
             each sample's top class is explained.
         normalized: min-max normalize each map to ``[0, 1]``.
-        batch_size: inputs per forward for methods that re-run the model.
+        batch_size: inputs per forward for methods that re-run the model (``"auto"``: see :mod:`camkit.batching`).
         image_arg: which argument of a tuple/dict ``x`` is the image.
         **options: method options for every method (``num_samples``, ``generator``, ...).
 

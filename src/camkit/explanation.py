@@ -144,7 +144,7 @@ def explain(
     topk: int = 1,
     preprocess: Preprocess | None = None,
     categories: Sequence[str] | None = None,
-    batch_size: int = 32,
+    batch_size: int | str = 32,
     image_arg: ImageArg = None,
     create_graph: bool = False,
     **options: Any,
@@ -167,7 +167,7 @@ def explain(
         topk: how many top classes to explain per sample when ``class_idx`` is ``None``.
         preprocess: how to turn PIL images into the input; default: the loaded model's, or ImageNet's.
         categories: class names by index (default: the loaded model's).
-        batch_size: inputs per forward for methods that re-run the model.
+        batch_size: inputs per forward for methods that re-run the model (``"auto"``: see :mod:`camkit.batching`).
         image_arg: which argument of a tuple/dict input is the image (see :mod:`camkit.inputs`).
         create_graph: return maps that stay in the autograd graph, to use in a training loss (see
             :meth:`camkit.CAMExtractor.__call__`); gradient and activation methods only. The

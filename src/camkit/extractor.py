@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
+from camkit.batching import auto_batch_size
 from camkit.capture import Capture
 from camkit.inputs import ImageArg
 from camkit.layers import LayerSpec, resolve_layers
@@ -95,7 +96,9 @@ class CAMExtractor(HookedExtractor):
             ``None`` picks the last layer with a spatial output for a dummy ``(1, *input_shape)``.
         input_shape: input shape without the batch dim, for automatic layer choice.
         method: registry name (subclasses set it).
-        batch_size: inputs per forward for methods that re-run the model.
+        batch_size: inputs per forward for methods that re-run the model; ``"auto"``: the fastest
+            on a CPU (measured once per model, input shape and layer), the largest that fits half
+            the free memory on a GPU (:func:`camkit.batching.auto_batch_size`).
         enable_hooks: start with the hooks recording.
         capture: an attached :class:`~camkit.capture.Capture` on the same layers to share with other
             extractors (:func:`camkit.compare` does this); its owner attaches and removes it.
@@ -135,7 +138,7 @@ class CAMExtractor(HookedExtractor):
         input_shape: Sequence[int] = (3, 224, 224),
         *,
         method: str | None = None,
-        batch_size: int = 32,
+        batch_size: int | str = 32,
         enable_hooks: bool = True,
         capture: Capture | None = None,
         image_arg: ImageArg = None,
@@ -144,8 +147,8 @@ class CAMExtractor(HookedExtractor):
         name = method or self.method
         if not name:
             raise ValueError("pass method=<name>; see camkit.list_methods()")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if batch_size != "auto" and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int or 'auto', got {batch_size!r}")
         self.spec: MethodSpec = get_method(name)
         self.model = model
         self.input_shape = tuple(input_shape)
@@ -362,7 +365,8 @@ class CAMExtractor(HookedExtractor):
         if self.spec.needs_input:
             reforward = self.options.get("reforward", "auto")
             progress = self.options.get("progress")
-            probe = ModelProbe(self.model, self._capture, target, layer, self.batch_size, reforward, progress)
+            batch = self._auto_batch_size(layer, target) if self.batch_size == "auto" else int(self.batch_size)
+            probe = ModelProbe(self.model, self._capture, target, layer, batch, reforward, progress)
             ctx.probe = probe if reshape is None else GridProbe(probe, reshape, source.detach())
         with torch.set_grad_enabled(differentiable):
             out = self.spec.weights(a, g, ctx)
@@ -375,6 +379,21 @@ class CAMExtractor(HookedExtractor):
             if self.spec.relu:
                 cam = torch.relu(cam)
             return ops.normalize(cam) if normalized else cam
+
+    def _auto_batch_size(self, layer: int, target: Target) -> int:
+        """Perturbed inputs per forward for ``batch_size="auto"`` (see :mod:`camkit.batching`)."""
+        x = self._capture.input
+        if x is None:
+            return 32
+        probe = ModelProbe(self.model, self._capture, target, layer, 1, "full", False)
+
+        def run(rows: int) -> None:
+            probe.scores(x[:1].expand(rows, *x.shape[1:]), torch.zeros(rows, dtype=torch.long, device=x.device))
+
+        # one row: the input copy plus the activations a forward keeps alive, bounded by 8 inputs' worth
+        row_bytes = 8 * x[:1].numel() * x.element_size()
+        key = (id(self.model), tuple(x.shape[1:]), self.target_names[layer])
+        return auto_batch_size(run, row_bytes, x.device, key=key)
 
     @classmethod
     def fuse_cams(cls, cams: list[Tensor], target_shape: Sequence[int] | None = None) -> Tensor:

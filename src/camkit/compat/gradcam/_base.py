@@ -40,10 +40,10 @@ __all__ = ["AUG_FACTORS", "CAMMethod"]
 AUG_FACTORS = (0.9, 1.0, 1.1)
 
 
-def _check_batch_size(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"batch_size must be a positive int, got {value!r}")
-    return value
+def _check_batch_size(value: Any) -> int | str:
+    if value != "auto" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(f"batch_size must be a positive int or 'auto', got {value!r}")
+    return value  # type: ignore[no-any-return]
 
 
 class CAMMethod:
@@ -60,7 +60,7 @@ class CAMMethod:
             transformer token and channels-last outputs (ViT, DeiT, Swin) are read as patch grids
             automatically (see :mod:`camkit.reshape`), other outputs are used as they are.
         batch_size: keyword-only: inputs per forward for methods that re-run the model (ScoreCAM,
-            AblationCAM, ...); also an attribute (``cam.batch_size = 64``).
+            AblationCAM, ...) or ``"auto"`` (:mod:`camkit.batching`); also an attribute (``cam.batch_size = 64``).
         method: registry name (the named classes set it).
         image_arg: keyword-only: for models called with several inputs (``input_tensor`` a tuple of
             positional arguments or a dict of keyword arguments), which one is the image that
@@ -95,7 +95,7 @@ class CAMMethod:
         target_layers: LayerSpec,
         reshape_transform: Callable[[Tensor], Tensor] | None = None,
         *,
-        batch_size: int = 32,
+        batch_size: int | str = 32,
         method: str | None = None,
         image_arg: ImageArg = None,
         **kwargs: Any,
@@ -130,12 +130,12 @@ class CAMMethod:
             self._layer_names = resolve_layers(model, target_layers, ())
 
     @property
-    def batch_size(self) -> int:
+    def batch_size(self) -> int | str:
         """Inputs per forward for methods that re-run the model."""
         return self._batch_size
 
     @batch_size.setter
-    def batch_size(self, value: int) -> None:
+    def batch_size(self, value: int | str) -> None:
         self._batch_size = _check_batch_size(value)
 
     # lifecycle: hooks only live inside a call, so there is nothing left to release -------------
