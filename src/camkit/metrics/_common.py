@@ -27,6 +27,7 @@ from camkit import ops
 from camkit.engine import paused
 from camkit.inputs import ImageArg, ModelInput
 from camkit.targets import ClassProbabilityTarget, RowwiseTarget, logits_of
+from camkit.targets._output import select_rows
 
 __all__ = [
     "CurveResult",
@@ -203,8 +204,8 @@ class PerSampleTargets:
         for sample in torch.unique(rows).tolist():
             pick = (rows == sample).nonzero().squeeze(1).tolist()
             target = self.targets[sample]
-            if isinstance(target, RowwiseTarget):
-                got = torch.as_tensor(target(out[pick])).reshape(-1)
+            if isinstance(target, RowwiseTarget):  # keeps the output's structure (output_key, ModelOutput)
+                got = torch.as_tensor(target(select_rows(output, pick))).reshape(-1)
                 for i, row in enumerate(pick):
                     values[row] = got[i]
             else:

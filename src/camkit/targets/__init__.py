@@ -11,6 +11,11 @@ the same way for every row. They therefore work both ways: on a batched output t
 which is how pytorch-grad-cam calls its targets (one per image, see
 :mod:`camkit.compat.gradcam`).
 
+Every built-in target finds what it reads in the model's whole output: a tensor, a tuple (its first
+tensor), a dict or a Hugging Face ``ModelOutput`` (``logits``; image embeddings for
+:class:`ImageTextSimilarityTarget`), and ``output_key=`` names another entry (a key, a tuple
+index, or a path of them, see :func:`find_output`).
+
 Example:
     >>> import torch
     >>> ClassTarget([2, 0])(torch.tensor([[0.0, 1.0, 5.0], [3.0, 1.0, 0.0]]))
@@ -21,6 +26,8 @@ Example:
 
 from __future__ import annotations
 
+from camkit.targets._output import describe_output as describe_output
+from camkit.targets._output import find_output as find_output
 from camkit.targets.classification import BinaryClassifierOutputTarget as BinaryClassifierOutputTarget
 from camkit.targets.classification import ClassifierOutputReST as ClassifierOutputReST
 from camkit.targets.classification import ClassifierOutputSoftmaxTarget as ClassifierOutputSoftmaxTarget
@@ -34,6 +41,9 @@ from camkit.targets.dense import FasterRCNNBoxScoreTarget as FasterRCNNBoxScoreT
 from camkit.targets.dense import SemanticSegmentationTarget as SemanticSegmentationTarget
 from camkit.targets.dense import SimilarityToConceptTarget as SimilarityToConceptTarget
 from camkit.targets.dense import box_iou as box_iou
+from camkit.targets.multimodal import ImageTextSimilarityTarget as ImageTextSimilarityTarget
+from camkit.targets.regression import MultiLabelTarget as MultiLabelTarget
+from camkit.targets.regression import RegressionTarget as RegressionTarget
 
 __all__ = [
     "BinaryClassifierOutputTarget",
@@ -43,10 +53,15 @@ __all__ = [
     "ClassifierOutputSoftmaxTarget",
     "ClassifierOutputTarget",
     "FasterRCNNBoxScoreTarget",
+    "ImageTextSimilarityTarget",
+    "MultiLabelTarget",
+    "RegressionTarget",
     "RowwiseTarget",
     "SemanticSegmentationTarget",
     "SimilarityToConceptTarget",
     "Target",
     "box_iou",
+    "describe_output",
+    "find_output",
     "logits_of",
 ]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from camkit.targets._output import OutputKey, find_output, key_repr
 
 __all__ = [
     "BinaryClassifierOutputTarget",
@@ -44,38 +46,28 @@ class RowwiseTarget:
         raise NotImplementedError
 
 
-def logits_of(output: Any) -> Tensor:
+def logits_of(output: Any, output_key: OutputKey | None = None) -> Tensor:
     """Find the class-score tensor in a model output.
 
-    Accepts a tensor, a tuple/list (its first tensor), a mapping or an object with ``logits``.
+    Accepts a tensor, a tuple/list (its first tensor), a dict, a Hugging Face ``ModelOutput`` or
+    any object with ``logits``; ``output_key`` names another entry (see :func:`find_output`).
 
     Args:
         output: what the model returned.
+        output_key: a key of a dict/``ModelOutput``, an index of a tuple, or a path of them.
 
     Returns:
         The ``(N, K)`` score tensor.
 
     Raises:
-        TypeError: when no score tensor can be found; the message says what was found.
+        TypeError: when no score tensor can be found; the message lists the keys and types found.
+        ValueError: when ``output_key`` names an entry the output does not have.
+
+    Example:
+        >>> logits_of({"logits": torch.zeros(1, 3), "aux": torch.ones(1, 2)}, output_key="aux")
+        tensor([[1., 1.]])
     """
-    if isinstance(output, Tensor):
-        return output
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            if isinstance(item, Tensor):
-                return item
-    if isinstance(output, Mapping):
-        found = output.get("logits")
-        if isinstance(found, Tensor):
-            return found
-    logits = getattr(output, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    raise TypeError(
-        f"cannot find class scores in a model output of type {type(output).__name__}: expected a "
-        "tensor (N, num_classes), a tuple whose first tensor holds them, or a mapping/object with "
-        "'logits'; otherwise pass a target callable that picks the score"
-    )
+    return find_output(output, output_key, ("logits",), "class scores")
 
 
 def _category(value: Any, name: str = "category") -> int:
@@ -93,6 +85,8 @@ class ClassTarget:
 
     Args:
         class_idx: one class index for the whole batch, or one per sample.
+        output_key: where the scores are in a tuple/dict/``ModelOutput`` output (``None``: a
+            tensor, the first tensor of a tuple, or ``logits``); see :func:`find_output`.
 
     Raises:
         TypeError: if ``class_idx`` is not an int or a sequence of ints.
@@ -103,7 +97,8 @@ class ClassTarget:
         tensor([4.])
     """
 
-    def __init__(self, class_idx: int | Sequence[int]) -> None:
+    def __init__(self, class_idx: int | Sequence[int], *, output_key: OutputKey | None = None) -> None:
+        self.output_key = output_key
         if isinstance(class_idx, np.integer):
             class_idx = int(class_idx)
         if isinstance(class_idx, bool) or not isinstance(class_idx, (int, Sequence)):
@@ -145,6 +140,17 @@ class ClassTarget:
         values = self.indices if self.per_sample else self.indices * batch
         return torch.tensor(values, dtype=torch.long)
 
+    def scores_of(self, output: Any) -> Tensor:
+        """The class-score tensor this target reads in ``output`` (``output_key`` applied).
+
+        Args:
+            output: what the model returned.
+
+        Returns:
+            The scores, ``(N, K)`` (or one sample's ``(K,)``).
+        """
+        return logits_of(output, self.output_key)
+
     def _transform(self, scores: Tensor) -> Tensor:
         """Map raw scores to the quantity picked (identity; softmax in subclasses), last dim = classes."""
         return scores
@@ -162,7 +168,7 @@ class ClassTarget:
         Raises:
             ValueError: for scores of the wrong shape or an index out of range.
         """
-        scores = logits_of(output)
+        scores = self.scores_of(output)
         if scores.ndim == 1 and not self.per_sample:
             self.classes(1, scores.shape[0])
             return self._transform(scores)[self.indices[0]]
@@ -180,7 +186,7 @@ class ClassTarget:
 
     def __repr__(self) -> str:
         value = self.indices if self.per_sample else self.indices[0]
-        return f"{type(self).__name__}({value!r})"
+        return f"{type(self).__name__}({value!r}{key_repr(self.output_key)})"
 
 
 class ClassProbabilityTarget(ClassTarget):
@@ -202,6 +208,7 @@ class ClassifierOutputTarget(ClassTarget, RowwiseTarget):
 
     Args:
         category: the class index.
+        output_key: where the scores are in a structured output (see :class:`ClassTarget`).
 
     Raises:
         TypeError: if ``category`` is not an int.
@@ -212,12 +219,12 @@ class ClassifierOutputTarget(ClassTarget, RowwiseTarget):
         tensor([4., 2.])
     """
 
-    def __init__(self, category: int) -> None:
+    def __init__(self, category: int, *, output_key: OutputKey | None = None) -> None:
         self.category = _category(category)
-        super().__init__(self.category)
+        super().__init__(self.category, output_key=output_key)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.category})"
+        return f"{type(self).__name__}({self.category}{key_repr(self.output_key)})"
 
 
 class ClassifierOutputSoftmaxTarget(ClassProbabilityTarget, RowwiseTarget):
@@ -225,18 +232,19 @@ class ClassifierOutputSoftmaxTarget(ClassProbabilityTarget, RowwiseTarget):
 
     Args:
         category: the class index.
+        output_key: where the scores are in a structured output (see :class:`ClassTarget`).
 
     Example:
         >>> ClassifierOutputSoftmaxTarget(0)(torch.zeros(4))
         tensor(0.2500)
     """
 
-    def __init__(self, category: int) -> None:
+    def __init__(self, category: int, *, output_key: OutputKey | None = None) -> None:
         self.category = _category(category)
-        super().__init__(self.category)
+        super().__init__(self.category, output_key=output_key)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.category})"
+        return f"{type(self).__name__}({self.category}{key_repr(self.output_key)})"
 
 
 class ClassifierOutputReST(RowwiseTarget):
@@ -249,18 +257,20 @@ class ClassifierOutputReST(RowwiseTarget):
 
     Args:
         category: the class index.
+        output_key: where the scores are in a structured output (see :class:`ClassTarget`).
 
     Example:
         >>> ClassifierOutputReST(0)(torch.zeros(1, 2))  # 0 - log 2
         tensor([-0.6931])
     """
 
-    def __init__(self, category: int) -> None:
+    def __init__(self, category: int, *, output_key: OutputKey | None = None) -> None:
         self.category = _category(category)
+        self.output_key = output_key
 
     def __call__(self, output: Any, rows: Tensor | None = None) -> Tensor:
         """Score minus cross-entropy per row (a scalar for one sample's 1-D logits)."""
-        scores = logits_of(output)
+        scores = logits_of(output, self.output_key)
         if scores.ndim not in (1, 2) or self.category >= scores.shape[-1]:
             raise ValueError(
                 f"ClassifierOutputReST({self.category}) needs logits (K,) or (N, K) with K > {self.category}, "
@@ -270,16 +280,18 @@ class ClassifierOutputReST(RowwiseTarget):
         return 2 * picked - torch.logsumexp(scores, dim=-1)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.category})"
+        return f"{type(self).__name__}({self.category}{key_repr(self.output_key)})"
 
 
 class BinaryClassifierOutputTarget(RowwiseTarget):
-    r"""The single logit of a binary classifier, signed for the class: :math:`\pm Y`.
+    r"""The single logit of a binary head, signed for the class: :math:`\pm Y`.
 
-    ``+Y`` explains class 1, ``-Y`` class 0 (any other ``category``).
+    ``+Y`` explains class 1, ``-Y`` class 0 (any other ``category``). The head may output ``(N, 1)``
+    or ``(N,)``; one sample's output (``(1,)`` or a 0-d scalar) gives its value unbatched.
 
     Args:
         category: 1 for the positive class, anything else for the negative class.
+        output_key: where the logit is in a structured output (see :class:`ClassTarget`).
 
     Raises:
         ValueError: when the output has more than one value per sample.
@@ -287,14 +299,17 @@ class BinaryClassifierOutputTarget(RowwiseTarget):
     Example:
         >>> BinaryClassifierOutputTarget(0)(torch.tensor([[2.0], [-1.0]]))
         tensor([-2.,  1.])
+        >>> BinaryClassifierOutputTarget(1)(torch.tensor([2.0, -1.0]))  # an (N,) head
+        tensor([ 2., -1.])
     """
 
-    def __init__(self, category: int) -> None:
+    def __init__(self, category: int, *, output_key: OutputKey | None = None) -> None:
         self.category = category
+        self.output_key = output_key
 
     def __call__(self, output: Any, rows: Tensor | None = None) -> Tensor:
         """``sign * Y`` per row: ``(N, 1)`` or ``(N,)`` give ``(N,)``; one sample's ``(1,)`` gives ``(1,)``."""
-        scores = logits_of(output)
+        scores = logits_of(output, self.output_key)
         sign = 1.0 if self.category == 1 else -1.0
         if scores.ndim >= 2:
             flat = scores.reshape(scores.shape[0], -1)
@@ -307,4 +322,4 @@ class BinaryClassifierOutputTarget(RowwiseTarget):
         return scores * sign
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.category!r})"
+        return f"{type(self).__name__}({self.category!r}{key_repr(self.output_key)})"

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from camkit.targets.classification import RowwiseTarget, _category, logits_of
+from camkit.targets._output import OutputKey, find_output, key_repr
+from camkit.targets.classification import RowwiseTarget, _category
 
 __all__ = [
     "FasterRCNNBoxScoreTarget",
@@ -33,11 +34,13 @@ class SemanticSegmentationTarget(RowwiseTarget):
     r"""The sum of the ``category`` scores inside a binary spatial mask: :math:`\sum_{ij} M_{ij} Y^{(c)}_{ij}`.
 
     The output may be ``(N, K, H, W)`` (one scalar per row), one sample's ``(K, H, W)`` (a scalar),
-    or torchvision segmentation's dict ``{"out": ...}``.
+    torchvision segmentation's dict ``{"out": ...}``, or an output with ``logits`` (Hugging Face).
 
     Args:
         category: the class channel.
         mask: ``(H, W)`` numpy array or tensor (any numeric dtype), broadcast over the rows.
+        output_key: where the scores are in a structured output (``None``: ``out`` or ``logits``);
+            see :func:`camkit.targets.find_output`.
 
     Raises:
         ValueError: when the mask does not match the output's spatial size.
@@ -48,17 +51,16 @@ class SemanticSegmentationTarget(RowwiseTarget):
         tensor([2.])
     """
 
-    def __init__(self, category: int, mask: Any) -> None:
+    def __init__(self, category: int, mask: Any, *, output_key: OutputKey | None = None) -> None:
         self.category = _category(category)
+        self.output_key = output_key
         self.mask = _as_tensor(mask, "mask")
         if self.mask.ndim != 2:
             raise ValueError(f"mask must be 2-D (H, W), got shape {tuple(self.mask.shape)}")
 
     def __call__(self, output: Any, rows: Tensor | None = None) -> Tensor:
         """Masked sum of the category channel per row (a scalar for one sample's ``(K, H, W)``)."""
-        if isinstance(output, Mapping) and isinstance(output.get("out"), Tensor):
-            output = output["out"]
-        scores = logits_of(output)
+        scores = find_output(output, self.output_key, ("out", "logits"), "segmentation scores")
         if scores.ndim not in (3, 4) or self.category >= scores.shape[-3]:
             raise ValueError(
                 f"SemanticSegmentationTarget({self.category}) needs scores (K, H, W) or (N, K, H, W) with "
@@ -73,7 +75,7 @@ class SemanticSegmentationTarget(RowwiseTarget):
         return (scores[..., self.category, :, :] * mask).sum(dim=(-2, -1))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.category}, mask={tuple(self.mask.shape)})"
+        return f"{type(self).__name__}({self.category}, mask={tuple(self.mask.shape)}{key_repr(self.output_key)})"
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -170,18 +172,21 @@ class SimilarityToConceptTarget(RowwiseTarget):
 
     Args:
         concept_features: the concept embedding ``(D,)`` (numpy or tensor).
+        output_key: where the embedding is in a structured output (``None``: a tensor, a tuple's
+            first tensor, or ``logits``); see :func:`camkit.targets.find_output`.
 
     Example:
         >>> SimilarityToConceptTarget(torch.tensor([1.0, 0.0]))(torch.tensor([[2.0, 0.0], [0.0, 3.0]]))
         tensor([1., 0.])
     """
 
-    def __init__(self, concept_features: Any) -> None:
+    def __init__(self, concept_features: Any, *, output_key: OutputKey | None = None) -> None:
         self.concept_features = _as_tensor(concept_features, "concept_features").reshape(-1)
+        self.output_key = output_key
 
     def __call__(self, output: Any, rows: Tensor | None = None) -> Tensor:
         """Cosine similarity per row (a scalar for one sample's 1-D embedding)."""
-        embedding = logits_of(output)
+        embedding = find_output(output, self.output_key, ("logits",), "embedding")
         concept = self.concept_features.to(device=embedding.device, dtype=embedding.dtype)
         if embedding.ndim == 1:
             return F.cosine_similarity(embedding, concept, dim=0)
@@ -193,4 +198,4 @@ class SimilarityToConceptTarget(RowwiseTarget):
         return F.cosine_similarity(flat, concept.unsqueeze(0), dim=1)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(dim={self.concept_features.numel()})"
+        return f"{type(self).__name__}(dim={self.concept_features.numel()}{key_repr(self.output_key)})"

@@ -27,6 +27,9 @@ from camkit.viz.overlay import to_mask_image as to_mask_image
 from camkit.viz.report import ReportRow as ReportRow
 from camkit.viz.report import render_report as render_report
 from camkit.viz.report import write_report as write_report
+from camkit.viz.video import frame_strip as frame_strip
+from camkit.viz.video import save_gif as save_gif
+from camkit.viz.video import video_frames as video_frames
 
 __all__ = [
     "ColormapLike",
@@ -35,13 +38,16 @@ __all__ = [
     "apply_colormap",
     "builtin_colormaps",
     "colorize",
+    "frame_strip",
     "get_colormap",
     "grid",
     "list_colormaps",
     "overlay_mask",
     "render_report",
+    "save_gif",
     "slices",
     "strip",
     "to_mask_image",
+    "video_frames",
     "write_report",
 ]

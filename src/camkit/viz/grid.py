@@ -251,6 +251,42 @@ def slices(
     return _montage(pictures, min(ncols, len(pictures)), cell, pad)
 
 
+#: Line colours of a signal's channels in the panel above its bar (channel 0 in the text colour).
+_CHANNEL_COLORS = (_INK, (31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14))
+
+
+def _signal_rows(signals: Tensor | np.ndarray[Any, Any], rows: int) -> Tensor:
+    """Signals as a float64 CPU ``(rows, C, L')`` tensor, from ``(N, L')``, ``(N, C, L')``, ``(L',)`` or ``(C, L')``."""
+    if not isinstance(signals, (Tensor, np.ndarray)):
+        raise TypeError(f"signals must be an (N, L) or (N, C, L) tensor or numpy array, got {type(signals).__name__}")
+    tensor = torch.from_numpy(np.array(signals)) if isinstance(signals, np.ndarray) else signals
+    lines = tensor.detach().to("cpu", torch.float64)
+    if lines.ndim == 1 or (lines.ndim == 2 and rows == 1 and lines.shape[0] != 1):
+        lines = lines.reshape(1, -1, lines.shape[-1])  # one row: (L',) or its channels (C, L')
+    elif lines.ndim == 2:
+        lines = lines.unsqueeze(1)
+    if lines.ndim != 3 or lines.shape[0] != rows or lines.shape[2] < 2 or not torch.isfinite(lines).all():
+        raise ValueError(
+            f"signals must be finite, (N, L') or (N, C, L') with N = {rows} rows and L' >= 2, got {tuple(tensor.shape)}"
+        )
+    return lines
+
+
+def _draw_signal(draw: ImageDraw.ImageDraw, channels: Tensor, box: tuple[int, int, int, int], panel: bool) -> None:
+    """Draw a row's channels ``(C, L')`` as lines across ``box`` (left, top, width, height), scaled jointly."""
+    left, top, width, height = box
+    span = (channels.max() - channels.min()).item()
+    levels = (channels - channels.min()) / span if span > 0 else torch.full_like(channels, 0.5)
+    xs = torch.linspace(left, left + width - 1, channels.shape[1]).tolist()
+    for c, level in enumerate(levels):
+        points = list(zip(xs, (top + (1 - level) * (height - 1)).tolist(), strict=True))
+        if panel:
+            draw.line(points, fill=_CHANNEL_COLORS[c % len(_CHANNEL_COLORS)], width=2)
+        else:  # a dark halo keeps the white line visible on any colour of the bar
+            draw.line(points, fill=_INK, width=3)
+            draw.line(points, fill=_BACKGROUND, width=1)
+
+
 def strip(
     maps: Tensor | np.ndarray[Any, Any],
     signals: Tensor | np.ndarray[Any, Any] | None = None,
@@ -260,20 +296,30 @@ def strip(
     row_height: int = 24,
     labels: Sequence[str] | None = None,
     padding: int = 4,
+    signal_height: int = 0,
 ) -> Image.Image:
-    """Heat bars of 1D maps (sequences, time series, audio): one bar per row, signals drawn over them.
+    """Heat bars of 1D maps (sequences, time series, audio), one per row, with their signals.
+
+    With ``signal_height=0`` each signal is drawn as a line over its bar. With a positive
+    ``signal_height`` it is drawn in a white panel of that height above its bar, so the map is a
+    heat band right under its signal (the usual figure for time series and audio); the channels of
+    an ``(N, C, L')`` signal are drawn as lines of different colours, scaled together.
 
     Args:
-        maps: ``(N, L)`` or ``(L,)`` maps in ``[0, 1]``.
-        signals: optional ``(N, L')`` or ``(L',)`` signals of any range, drawn as a line over each bar.
+        maps: ``(N, L)`` or ``(L,)`` maps in ``[0, 1]`` (e.g. an extractor's ``(N, L)`` output).
+        signals: optional signals of any range, drawn as lines: ``(N, L')``, ``(N, C, L')`` (the
+            model input of a 1D CNN), or for one row ``(L',)`` or ``(C, L')``; ``L'`` may differ
+            from ``L`` (both span the same width).
         colormap: a colormap name or ``(K, 3)`` uint8 table.
-        width: the bar width in pixels (maps are resized bicubically to it).
+        width: the bar width in pixels (maps are resized bicubically to it; none when equal to ``L``).
         row_height: the bar height in pixels.
         labels: optional text per row, drawn left of the bars.
         padding: pixels around the bars.
+        signal_height: height in pixels of the signal panel above each bar (0: lines over the bars).
 
     Returns:
-        The RGB image.
+        The RGB image, ``width + 2 * padding`` (+ the labels' width) by
+        ``padding + N * (signal_height + row_height + padding)`` pixels.
 
     Raises:
         TypeError: for maps or signals of a bad type.
@@ -282,40 +328,33 @@ def strip(
     Example:
         >>> strip(torch.rand(3, 100), width=64, row_height=8).size
         (72, 40)
+        >>> strip(torch.rand(2, 100), torch.randn(2, 3, 400), width=64, row_height=8, signal_height=20).size
+        (72, 68)
     """
     if not isinstance(maps, (Tensor, np.ndarray)):
         raise TypeError(f"maps must be an (N, L) tensor or numpy array, got {type(maps).__name__}")
     bars = _as_cpu_map(maps.reshape(1, -1) if maps.ndim == 1 else maps, "maps", ndim=2)
     bar_width, bar_height = _check_size(width, "width", 2), _check_size(row_height, "row_height", 2)
     pad = _check_size(padding, "padding", 0)
-    lines = None
-    if signals is not None:
-        if not isinstance(signals, (Tensor, np.ndarray)):
-            raise TypeError(f"signals must be an (N, L) tensor or numpy array, got {type(signals).__name__}")
-        tensor = torch.from_numpy(np.array(signals)) if isinstance(signals, np.ndarray) else signals
-        lines = tensor.detach().to("cpu", torch.float64).reshape(-1, tensor.shape[-1])
-        if lines.shape[0] != bars.shape[0] or lines.shape[1] < 2 or not torch.isfinite(lines).all():
-            raise ValueError(
-                f"signals must be finite, (N, L') with N = {bars.shape[0]} rows and L' >= 2, got {tuple(tensor.shape)}"
-            )
+    panel = _check_size(signal_height, "signal_height", 0)
+    if panel and signals is None:
+        raise ValueError(f"signal_height={panel} draws the signals above the bars: pass signals=, or signal_height=0")
+    lines = None if signals is None else _signal_rows(signals, bars.shape[0])
     names = _check_labels(labels, bars.shape[0], "labels")
-    font = _font(max(10, min(bar_height - 2, 14)))
+    font = _font(max(10, min(bar_height + panel - 2, 14)))
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     left = pad + (int(max(probe.textlength(name, font=font) for name in names)) + pad if names else 0)
-    canvas = Image.new("RGB", (left + bar_width + pad, pad + bars.shape[0] * (bar_height + pad)), _BACKGROUND)
+    step = panel + bar_height + pad
+    canvas = Image.new("RGB", (left + bar_width + pad, pad + bars.shape[0] * step), _BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     for i in range(bars.shape[0]):
-        top = pad + i * (bar_height + pad)
-        canvas.paste(colorize(bars[i : i + 1], colormap, size=(bar_width, bar_height)), (left, top))
+        top = pad + i * step
+        canvas.paste(colorize(bars[i : i + 1], colormap, size=(bar_width, bar_height)), (left, top + panel))
         if names:
-            draw.text((pad, top + (bar_height - _line_height(font)) / 2), names[i], fill=_INK, font=font)
-        if lines is not None:
-            row = lines[i]
-            span = (row.max() - row.min()).item()
-            level = (row - row.min()) / span if span > 0 else torch.full_like(row, 0.5)
-            xs = torch.linspace(left, left + bar_width - 1, row.numel())
-            ys = top + (1 - level) * (bar_height - 1)
-            points = list(zip(xs.tolist(), ys.tolist(), strict=True))
-            draw.line(points, fill=_INK, width=3)  # a dark halo keeps the white line visible on any colour
-            draw.line(points, fill=_BACKGROUND, width=1)
+            draw.text((pad, top + (panel + bar_height - _line_height(font)) / 2), names[i], fill=_INK, font=font)
+        if lines is not None and panel:
+            draw.rectangle((left, top, left + bar_width - 1, top + panel - 1), outline=(222, 226, 230))
+            _draw_signal(draw, lines[i], (left, top + 1, bar_width, panel - 2), panel=True)
+        elif lines is not None:
+            _draw_signal(draw, lines[i], (left, top, bar_width, bar_height), panel=False)
     return canvas

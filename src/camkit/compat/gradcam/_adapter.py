@@ -34,68 +34,12 @@ from camkit.targets import (
     Target,
     logits_of,
 )
+from camkit.targets._output import batch_size_of, select_rows
 
 __all__ = ["PerSampleTargets", "batch_size_of", "batched_target", "detach_output", "select_rows"]
 
+
 PerSampleTarget = Callable[[Any], Any]
-
-
-def batch_size_of(output: Any) -> int:
-    """The number of rows of a model output (tensor, list of per-image outputs, tuple or dict).
-
-    Args:
-        output: what the model returned.
-
-    Returns:
-        The batch size.
-
-    Raises:
-        TypeError: when the output holds no batched tensor.
-    """
-    if isinstance(output, Tensor):
-        return int(output.shape[0]) if output.ndim else 1
-    if isinstance(output, list):
-        return len(output)
-    values = output.values() if isinstance(output, Mapping) else output if isinstance(output, tuple) else ()
-    for value in values:
-        if isinstance(value, Tensor) and value.ndim:
-            return int(value.shape[0])
-    raise TypeError(
-        f"cannot tell the batch size of a model output of type {type(output).__name__}: expected a tensor, "
-        "a list with one entry per image, or a tuple/dict of batched tensors"
-    )
-
-
-def select_rows(output: Any, index: Tensor | Sequence[int]) -> Any:
-    """Rows ``index`` of a model output, keeping its structure.
-
-    Args:
-        output: a tensor, a list with one entry per image, or a tuple/dict of batched tensors.
-        index: the rows to keep.
-
-    Returns:
-        The same kind of object restricted to those rows.
-
-    Example:
-        >>> select_rows({"out": torch.arange(6).view(3, 2)}, [2, 0])
-        {'out': tensor([[4, 5],
-                [0, 1]])}
-    """
-    positions = [int(i) for i in index]
-    batch = batch_size_of(output)
-
-    def pick(value: Any) -> Any:
-        if isinstance(value, Tensor) and value.ndim and value.shape[0] == batch:
-            return value[torch.as_tensor(positions, device=value.device, dtype=torch.long)]
-        return value
-
-    if isinstance(output, list):
-        return [output[i] for i in positions]
-    if isinstance(output, Mapping):
-        return {key: pick(value) for key, value in output.items()}
-    if isinstance(output, tuple):
-        return tuple(pick(value) for value in output)
-    return pick(output)
 
 
 def _row(output: Any, b: int) -> Any:
@@ -253,8 +197,10 @@ def batched_target(targets: Sequence[PerSampleTarget] | None, output: Any, batch
         if not callable(item):
             raise TypeError(f"every target must be callable on a model output, got {type(item).__name__}")
     kinds = {type(item) for item in items}
-    if kinds <= {ClassifierOutputTarget}:
-        return ClassTarget([item.category for item in items])  # type: ignore[attr-defined]
+    keys = {repr(getattr(item, "output_key", None)) for item in items}
+    if kinds <= {ClassifierOutputTarget} and len(keys) == 1:
+        key = getattr(items[0], "output_key", None)
+        return ClassTarget([item.category for item in items], output_key=key)  # type: ignore[attr-defined]
     if kinds <= {ClassifierOutputSoftmaxTarget}:
         return ClassProbabilityTarget([item.category for item in items])  # type: ignore[attr-defined]
     return PerSampleTargets(items)
