@@ -33,7 +33,20 @@ from camkit.engine import _GATE, NO_GRAD_HINT
 from camkit.inputs import ImageArg, ModelInput
 from camkit.reshape import attention_kind, multihead_self_attention
 
-__all__ = ["Capture"]
+__all__ = ["Capture", "autocast_state"]
+
+
+def autocast_state(device_type: str) -> tuple[str, torch.dtype] | None:
+    """``(device_type, dtype)`` when autocast is on for that device type, else ``None`` (torch >= 2.1)."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)  # torch >= 2.4
+        dtype = torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):  # older torch: per-device functions
+        if device_type == "cpu":
+            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        else:
+            enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    return (device_type, dtype) if enabled else None
 
 
 class Capture:
@@ -150,6 +163,8 @@ class Capture:
         #: the last forward's call (every argument), with :attr:`input` as its image
         self.call: ModelInput | None = None
         self.input_error: str | None = None
+        #: ``(device type, dtype)`` of the autocast the last forward ran under, if any
+        self.autocast: tuple[str, torch.dtype] | None = None
         self.input_grad: Tensor | None = None
         #: spatial size of the model input of the last forward (``x.shape[2:]``)
         self.input_size: tuple[int, ...] | None = None
@@ -173,6 +188,7 @@ class Capture:
             "call",
             "input_error",
             "input_size",
+            "autocast",
         )
         saved = [getattr(self, name) for name in names]
         self.reset()
@@ -302,6 +318,7 @@ class Capture:
             else next((v for v in (*args, *kwargs.values()) if isinstance(v, Tensor)), None)
         )
         self.input_size = None if first is None else tuple(first.shape[2:])
+        self.autocast = None if first is None else autocast_state(first.device.type)
         if not self.capture_input or call is None:
             return None
         x = call.image

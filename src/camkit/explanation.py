@@ -117,11 +117,19 @@ def extractor_class(method: str) -> type[CAMExtractor]:
     return CAMExtractor
 
 
-def _inputs(images: Any, preprocess: Preprocess, image_arg: ImageArg) -> tuple[ModelInput, list[Image.Image] | None]:
+def _reads_signals(model: nn.Module) -> bool:
+    """Whether the model's first convolution is 1-D (then a 3-D tensor is a batch of signals)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d)), None)
+    return isinstance(first, nn.Conv1d)
+
+
+def _inputs(
+    images: Any, preprocess: Preprocess, image_arg: ImageArg, signals: bool
+) -> tuple[ModelInput, list[Image.Image] | None]:
     if isinstance(images, Mapping) or (isinstance(images, tuple | list) and any(isinstance(i, Tensor) for i in images)):
         return ModelInput.of(images, image_arg), None  # the model's own arguments
     if isinstance(images, Tensor):
-        return ModelInput.of(images.unsqueeze(0) if images.ndim == 3 else images), None
+        return ModelInput.of(images.unsqueeze(0) if images.ndim == 3 and not signals else images), None
     items = [images] if isinstance(images, str | os.PathLike | Image.Image) else list(images)
     if not items:
         raise ValueError("images is empty: pass at least one image, file or tensor")
@@ -157,7 +165,9 @@ def explain(
     Args:
         model: a module, a :class:`~camkit.models.LoadedModel`, or a model name for
             :func:`camkit.models.load_model` (``"efficientnet_lite0"`` is the offline default).
-        images: a PIL image, an image file, a list of them, or a preprocessed tensor ``(N, C, H, W)``;
+        images: a PIL image, an image file, a list of them, or a preprocessed tensor ``(N, C, H, W)``
+            (``(C, H, W)`` is one image, except for a model whose first convolution is 1-D: then
+            ``(N, C, L)`` is a batch of signals; ``(N, C, D, H, W)`` volumes or videos);
             for a model with several inputs, a tuple of positional arguments or a dict of keyword
             arguments (e.g. a Hugging Face processor's output) with the image among them.
         method: a registry name or a list of them (``"all"`` for every registered method).
@@ -191,7 +201,7 @@ def explain(
     names = [get_method(name).name for name in asked]
     if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
         raise ValueError(f"topk must be a positive int, got {topk!r}")
-    call, views = _inputs(images, preprocess, image_arg)
+    call, views = _inputs(images, preprocess, image_arg, _reads_signals(net))
     call = call.to(_device_of(net))
     x = call.image
     with torch.no_grad():

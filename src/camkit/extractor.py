@@ -22,7 +22,7 @@ from camkit.layers import LayerSpec, resolve_layers
 from camkit.probe import GridProbe, ModelProbe
 from camkit.registry import MethodContext, MethodSpec, get_method
 from camkit.reshape import attention_kind, infer_layout, transformer_info
-from camkit.targets import ClassTarget, Target, logits_of
+from camkit.targets import ClassTarget, Target
 
 __all__ = ["CAMExtractor", "HookedExtractor"]
 
@@ -202,7 +202,7 @@ class CAMExtractor(HookedExtractor):
                 )
             return
         if isinstance(target, ClassTarget):
-            logits = logits_of(scores)
+            logits = target.scores_of(scores)
             if logits.ndim != 2:
                 raise ValueError(
                     f"scores must have shape (N, num_classes), got {tuple(logits.shape)}"

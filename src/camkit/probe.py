@@ -14,6 +14,7 @@ against a full forward on one row and keeps the full path if they differ.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -116,6 +117,11 @@ class ModelProbe:
         finally:
             bar.close()
 
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The autocast the captured forward ran under (re-forwards must match its dtypes)."""
+        state = self.capture.autocast
+        return contextlib.nullcontext() if state is None else torch.autocast(state[0], dtype=state[1])
+
     def _call(self, inputs: Tensor, rows: Tensor, call: ModelInput | None) -> Any:
         """The model on ``inputs`` as its image; the other arguments of ``call`` (if any) repeated by ``rows``."""
         if call is None or call.single:
@@ -133,7 +139,7 @@ class ModelProbe:
         Returns:
             ``(B,)`` scores.
         """
-        with paused(), eval_mode(self.model), torch.inference_mode():
+        with paused(), eval_mode(self.model), torch.inference_mode(), self._autocast():
             return self.target(self._call(inputs, rows, self.capture.call), rows)  # type: ignore[no-any-return]
 
     def gradients(self, inputs: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
@@ -147,7 +153,8 @@ class ModelProbe:
             The activation and its gradient, both detached.
         """
         call = self.capture.call  # read before recording() gives the capture fresh storage
-        with self.capture.recording() as rec, eval_mode(self.model), torch.enable_grad():
+        autocast = self._autocast()  # read before recording() gives the capture fresh storage
+        with self.capture.recording() as rec, eval_mode(self.model), torch.enable_grad(), autocast:
             with rec.lean():
                 out = self._call(inputs, rows, call)
             score = self.target(out, rows).sum()
@@ -155,7 +162,12 @@ class ModelProbe:
             return rec.activations()[self.layer], grads[self.layer].detach()
 
     def _run_replaced(self, call: ModelInput, activations: Tensor, rows: Tensor) -> Tensor:
-        with self.capture.replacing(self.layer, activations), eval_mode(self.model), torch.inference_mode():
+        with (
+            self.capture.replacing(self.layer, activations),
+            eval_mode(self.model),
+            torch.inference_mode(),
+            self._autocast(),
+        ):
             return self.target(call(self.model), rows)  # type: ignore[no-any-return]
 
     def _full(self, call: ModelInput, activations: Tensor, rows: Tensor) -> Tensor:
