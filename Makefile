@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 DEMO_METHODS := gradcam gradcampp layercam ablationcam eigencam
 
-.PHONY: all test lint demo bench faithfulness docs clean
+.PHONY: all test test-all lint demo bench faithfulness docs clean
 
 all: test
 
@@ -21,6 +21,12 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	sh scripts/ensure_chromium.sh
 	$(PY) -m pytest -q
+
+# Everything `make test` runs, plus the `heavy` marker: 1,000-extraction leak runs per method family
+# and front door, 300-case hypothesis runs per front door, torch.compile with inductor.
+test-all: $(STAMP)
+	sh scripts/ensure_chromium.sh
+	$(PY) -m pytest -q -m "heavy or not heavy"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts

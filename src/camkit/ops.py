@@ -72,7 +72,9 @@ def normalize(cam: Tensor, eps: float = 0.0) -> Tensor:
 
     .. math:: \hat L = \frac{L - \min L}{\max L - \min L}
 
-    A flat map (max equal to min) becomes all zeros, never NaN.
+    A flat map (max equal to min) becomes all zeros, never NaN. A finite map whose span
+    :math:`\max L - \min L` exceeds the dtype's range (e.g. ``-3e38 .. 3e38`` in float32) is halved
+    first, which is exact in binary floating point, so it still spans ``[0, 1]``.
 
     Args:
         cam: maps ``(N, *S)``.
@@ -84,12 +86,17 @@ def normalize(cam: Tensor, eps: float = 0.0) -> Tensor:
     Example:
         >>> normalize(torch.tensor([[1.0, 3.0]]))
         tensor([[0., 1.]])
+        >>> normalize(torch.tensor([[-3e38, 0.0, 3e38]]))
+        tensor([[0.0000, 0.5000, 1.0000]])
     """
     flat = cam.flatten(1)
     low = flat.amin(dim=1, keepdim=True)
-    span = flat.amax(dim=1, keepdim=True) - low
-    safe = torch.where(span > 0, span + eps, torch.ones_like(span))
-    out = torch.where(span > 0, (flat - low) / safe, torch.zeros_like(flat))
+    high = flat.amax(dim=1, keepdim=True)
+    span = high - low
+    wide = torch.isinf(span) & torch.isfinite(low) & torch.isfinite(high)  # the span overflows the dtype
+    shifted = torch.where(wide, flat / 2 - low / 2, flat - low)
+    safe = torch.where(span > 0, torch.where(wide, high / 2 - low / 2, span) + eps, torch.ones_like(span))
+    out = torch.where(span > 0, shifted / safe, torch.zeros_like(flat))
     return out.view_as(cam)
 
 
@@ -114,6 +121,9 @@ def interpolation_mode(spatial_dims: int) -> str:
 def upsample(x: Tensor, size: Sequence[int]) -> Tensor:
     """Resize maps ``(N, *S)`` or channels ``(N, C, *S)`` to ``size`` with (bi/tri)linear interpolation.
 
+    A constant map stays exactly constant: interpolation weights sum to 1 only up to rounding, and
+    :func:`normalize` would stretch that rounding noise of a flat map to ``[0, 1]``.
+
     Args:
         x: ``(N, *S)`` when ``len(size) == x.ndim - 1``, else ``(N, C, *S)``.
         size: target spatial size.
@@ -130,7 +140,10 @@ def upsample(x: Tensor, size: Sequence[int]) -> Tensor:
     if tuple(x.shape[-len(size) :]) == size:
         return x
     y = x if has_channels else x.unsqueeze(1)
+    spatial = tuple(range(2, y.ndim))
+    low, high = y.amin(dim=spatial, keepdim=True), y.amax(dim=spatial, keepdim=True)
     y = F.interpolate(y, size=size, mode=interpolation_mode(len(size)), align_corners=False)
+    y = torch.where(low == high, low, y)  # flat maps stay exactly flat
     return y if has_channels else y.squeeze(1)
 
 

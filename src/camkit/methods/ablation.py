@@ -44,7 +44,7 @@ def ablationcam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
     rows = torch.cat([torch.arange(n, device=a.device).repeat_interleave(c), torch.arange(n, device=a.device)])
     channels = torch.cat([torch.arange(c, device=a.device).repeat(n), torch.full((n,), -1, device=a.device)])
     scores = torch.empty(n * (c + 1), dtype=a.dtype, device=a.device)
-    row_bytes = a[0].numel() * a.element_size()
+    row_bytes = a.shape[1:].numel() * a.element_size()  # also for an empty batch
     for _, part in probe.chunks(n * (c + 1), label="ablated channels", row_bytes=row_bytes):
         acts = a[rows[part]].clone()
         ablate = (channels[part] >= 0).nonzero().squeeze(1)
@@ -105,7 +105,7 @@ def reciprocam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
     rows = torch.arange(n, device=a.device).repeat_interleave(positions)
     which = torch.arange(positions, device=a.device).repeat(n)
     out = torch.empty(n * positions, dtype=a.dtype, device=a.device)
-    row_bytes = a[0].numel() * a.element_size()
+    row_bytes = a.shape[1:].numel() * a.element_size()  # also for an empty batch
     for _, part in probe.chunks(n * positions, label="masked positions", row_bytes=row_bytes):
         acts = a[rows[part]] * masks[which[part]].unsqueeze(1)
         out[part] = probe.replaced_scores(acts, rows[part]).to(a.dtype)

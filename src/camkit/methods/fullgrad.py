@@ -170,7 +170,8 @@ class FullGrad(CAMExtractor):
         if x is None or grad is None:
             raise ValueError("FullGrad needs the input gradient: run the forward with gradients enabled")
         with torch.no_grad():
-            total = _channel_normalized_sum((x.detach() * grad).abs().to(layer_terms[0].dtype))
+            dtype = layer_terms[0].dtype  # the input term is weighted in the maps' (upcast) precision too
+            total = _channel_normalized_sum((x.detach().to(dtype) * grad.to(dtype)).abs())
             for term in layer_terms:
                 total = total + ops.upsample(term, x.shape[2:])
         return [ops.normalize(total) if normalized else total]

@@ -108,7 +108,7 @@ def smoothgradcampp(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
     n = x.shape[0]
     moments = [torch.zeros_like(a) for _ in range(3)]
     rows = torch.arange(n, device=x.device).repeat(num_samples)
-    per_chunk = max(1, probe.batch_size // n) * n
+    per_chunk = max(1, probe.batch_size // max(n, 1)) * max(n, 1)  # an empty batch runs no forward
     for start in range(0, rows.numel(), per_chunk):
         chunk = rows[start : start + per_chunk]
         noise = torch.randn((chunk.numel(), *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
