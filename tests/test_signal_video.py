@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -320,6 +321,7 @@ def test_automatic_layer(kind: str, caplog: pytest.LogCaptureFixture) -> None:
     """target_layer=None picks the last layer with a spatial output: the last ReLU (layer "3")."""
     build, make = KINDS[kind]
     model, x = build("linear"), make()
+    caplog.set_level(logging.INFO, logger="camkit")  # other tests may have raised the logger's level
     with CAMExtractor(model, None, input_shape=tuple(x.shape[1:]), method="gradcam") as extractor:
         assert extractor.target_names == ["3"]
         cams = extractor(CLASSES, model(x), normalized=False)

@@ -29,24 +29,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from camkit.engine import _GATE, NO_GRAD_HINT
+from camkit.engine import _GATE, NO_GRAD_HINT, autocast_state
 from camkit.inputs import ImageArg, ModelInput
 from camkit.reshape import attention_kind, multihead_self_attention
 
-__all__ = ["Capture", "autocast_state"]
-
-
-def autocast_state(device_type: str) -> tuple[str, torch.dtype] | None:
-    """``(device_type, dtype)`` when autocast is on for that device type, else ``None`` (torch >= 2.1)."""
-    try:
-        enabled = torch.is_autocast_enabled(device_type)  # torch >= 2.4
-        dtype = torch.get_autocast_dtype(device_type)
-    except (TypeError, AttributeError):  # older torch: per-device functions
-        if device_type == "cpu":
-            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
-        else:
-            enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
-    return (device_type, dtype) if enabled else None
+__all__ = ["Capture"]
 
 
 class Capture:
@@ -159,6 +146,9 @@ class Capture:
         self._errors: list[str | None] = [None] * len(self.layer_names)
         self._attention: list[Tensor | None] = [None] * len(self.attention_names)
         self._attention_errors: list[str | None] = [None] * len(self.attention_names)
+        # calls of each target layer in the last recorded forward (the last call is the captured one)
+        self._calls = [0] * len(self.layer_names)
+        self._seen = [0] * len(self.layer_names)  # calls so far in a replacing forward
         self.input: Tensor | None = None
         #: the last forward's call (every argument), with :attr:`input` as its image
         self.call: ModelInput | None = None
@@ -189,6 +179,7 @@ class Capture:
             "input_error",
             "input_size",
             "autocast",
+            "_calls",
         )
         saved = [getattr(self, name) for name in names]
         self.reset()
@@ -230,14 +221,29 @@ class Capture:
             self._lean = False
 
     @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Only this capture records the block's forwards; other extractors open on the model ignore them.
+
+        camkit's own forwards (:func:`camkit.explain`, :func:`camkit.compare`, the pytorch-grad-cam
+        style front door) run in it, so they never overwrite what a user's extractor captured.
+        """
+        token = _GATE.set(self)
+        try:
+            yield
+        finally:
+            _GATE.reset(token)
+
+    @contextlib.contextmanager
     def replacing(self, layer: int, output: Tensor) -> Iterator[None]:
         """For the block, layer ``layer`` outputs ``output`` instead of what it computes.
 
         The batch of ``output`` may differ from the input batch: the rest of the network then runs
         on ``output``'s batch (used to re-run only what follows the layer). Nothing is captured and
-        every other camkit hook is paused.
+        every other camkit hook is paused. For a layer called several times in one forward, only
+        the call that was captured (the last) is replaced.
         """
         token = _GATE.set(self)
+        self._seen = [0] * len(self.layer_names)
         self._replacement = (layer, output)
         try:
             yield
@@ -256,7 +262,9 @@ class Capture:
                 return None
             if self._replacement is not None:
                 layer, replacement = self._replacement
-                return replacement if layer == idx else None
+                self._seen[idx] += 1
+                captured = self._calls[idx] in (0, self._seen[idx])  # 0: the count is unknown
+                return replacement if layer == idx and captured else None
             if not isinstance(output, Tensor):
                 self._errors[idx] = (
                     f"target layer {self.layer_names[idx]!r} returns a {type(output).__name__}, not a tensor; "
@@ -276,6 +284,7 @@ class Capture:
                 source = output.detach().requires_grad_(True)
             self._sources[idx] = source
             self._errors[idx] = None
+            self._calls[idx] += 1
             # The network continues on a copy, so in-place ops downstream leave `source` intact.
             return source.clone()
 
@@ -305,8 +314,12 @@ class Capture:
         return hook
 
     def _input_hook(self, _module: nn.Module, args: Any, kwargs: Any) -> Any:
-        if not self._recording() or self._replacement is not None:
+        if not self._recording():
             return None
+        if self._replacement is not None:
+            self._seen = [0] * len(self.layer_names)
+            return None
+        self._calls = [0] * len(self.layer_names)
         try:
             call: ModelInput | None = ModelInput.from_call(tuple(args), kwargs, self.image_arg)
             self.input_error = None
@@ -322,6 +335,9 @@ class Capture:
         if not self.capture_input or call is None:
             return None
         x = call.image
+        if self.input_grad_wanted and x.requires_grad and torch.is_grad_enabled():
+            self.input, self.call = x, call  # already in a graph (the user's, or another capture's leaf): keep it
+            return None
         grad = (
             self.input_grad_wanted and torch.is_grad_enabled() and x.is_floating_point() and not torch.is_inference(x)
         )
@@ -416,6 +432,12 @@ class Capture:
         result = []
         for name, grad in zip(self.layer_names, grads[: len(sources)], strict=True):
             if grad is None:
+                if hasattr(self.model, "_orig_mod"):
+                    raise ValueError(
+                        f"no gradient reached layer {name!r} of a torch.compile'd model (compiled graphs skip "
+                        "module hooks in the backward): pass the original module (compiled._orig_mod), or run "
+                        "the forward inside extractor.lean()"
+                    )
                 raise ValueError(
                     f"the target score does not depend on layer {name!r}: pick a layer that the output is "
                     "computed from, and pass the scores of the same forward"

@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -132,7 +131,7 @@ def compare(
             with capture:
                 extractors = {s.name: _build(s, model, layers, common, capture=capture) for s in shared}
                 grad_methods = [s for s in shared if s.needs_gradients]
-                with capture.lean() if grad_methods else torch.no_grad():
+                with capture.exclusive(), capture.lean() if grad_methods else torch.no_grad():
                     scores = call(model)
                 target = _target(targets, class_idx, scores)
                 grads: list[Tensor | None] = [None] * len(layers)
@@ -146,7 +145,7 @@ def compare(
             if spec.name in results:
                 continue
             with _build(spec, model, target_layer if spec.layers is None else None, common) as extractor:
-                with extractor.lean() if spec.needs_gradients else contextlib.nullcontext():
+                with extractor.own_forward(lean=spec.needs_gradients):
                     scores = call(model)
                 target = _target(targets, class_idx, scores)
                 results[spec.name] = extractor(scores=scores, targets=target, normalized=normalized)

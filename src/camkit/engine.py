@@ -25,9 +25,12 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 __all__ = [
+    "autocast_state",
     "candidate_layers",
     "eval_mode",
     "guided_relus",
+    "input_errors",
+    "input_problem",
     "paused",
     "preserved_state",
     "reference_tensor",
@@ -90,6 +93,70 @@ def reference_tensor(model: nn.Module) -> Tensor | None:
         if tensor.is_floating_point():
             return tensor
     return None
+
+
+def autocast_state(device_type: str) -> tuple[str, torch.dtype] | None:
+    """``(device_type, dtype)`` when autocast is on for that device type, else ``None`` (torch >= 2.1)."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)  # torch >= 2.4
+        dtype = torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):  # older torch: per-device functions
+        if device_type == "cpu":
+            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+        else:
+            enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    return (device_type, dtype) if enabled else None
+
+
+def input_problem(x: Tensor, model: nn.Module, argument: str) -> Exception | None:
+    """Why the model may have failed on the image ``x``: a dtype or rank it cannot take, if so.
+
+    The rank is read from the model's first convolution (``Conv1d``: ``(N, C, L)``, ``Conv2d``:
+    ``(N, C, H, W)``, ``Conv3d``: ``(N, C, D, H, W)``); the dtype should be the model's parameters'
+    (any floating dtype under autocast). Models that convert or reshape their input themselves are
+    fine, so front doors ask only after the forward failed (:func:`input_errors`).
+
+    Args:
+        x: the image batch.
+        model: the model.
+        argument: the argument's name, for the message.
+
+    Returns:
+        A ``TypeError`` (dtype) or ``ValueError`` (rank) naming the argument and the fix, or ``None``.
+    """
+    ref = reference_tensor(model)
+    autocast = autocast_state(x.device.type) is not None
+    if ref is not None and x.dtype != ref.dtype and not (autocast and x.is_floating_point()):
+        fix = "x.float() / 255 for 8-bit images" if x.dtype == torch.uint8 else f"x.to({ref.dtype})"
+        return TypeError(
+            f"{argument} has dtype {x.dtype} but the model's parameters are {ref.dtype}: convert it ({fix})"
+        )
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d)), None)
+    rank = None if first is None else {nn.Conv1d: 3, nn.Conv2d: 4, nn.Conv3d: 5}.get(type(first))
+    if first is not None and rank is not None and x.ndim != rank:
+        layout = {3: "(N, C, L)", 4: "(N, C, H, W)", 5: "(N, C, D, H, W)"}[rank]
+        return ValueError(
+            f"{argument} has shape {tuple(x.shape)} but the model's first convolution ({type(first).__name__}) "
+            f"takes {layout} batches: reshape the input (one image: x.unsqueeze(0))"
+        )
+    return None
+
+
+@contextlib.contextmanager
+def input_errors(x: Tensor, model: nn.Module, argument: str) -> Iterator[None]:
+    """Turn a forward's ``RuntimeError`` caused by the input's dtype or rank into a message naming the fix.
+
+    Raises:
+        TypeError: the input's dtype is not the model's.
+        ValueError: the input's rank is not what the model's first convolution takes.
+    """
+    try:
+        yield
+    except RuntimeError as error:
+        problem = input_problem(x, model, argument)
+        if problem is None:
+            raise
+        raise problem from error
 
 
 def candidate_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:

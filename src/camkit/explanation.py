@@ -11,24 +11,27 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
 from camkit import methods as _methods
 from camkit import ops
+from camkit.engine import eval_mode, input_errors, paused
 from camkit.extractor import CAMExtractor
 from camkit.inputs import ImageArg, ModelInput
 from camkit.layers import LayerSpec
 from camkit.models import LoadedModel, Preprocess, load_model
 from camkit.registry import get_method, list_methods
-from camkit.targets import logits_of
+from camkit.targets import ClassTarget, logits_of
 
 __all__ = ["Explanation", "explain", "extractor_class", "open_image"]
 
@@ -142,6 +145,48 @@ def _device_of(model: nn.Module) -> torch.device:
     return ref.device if ref is not None else torch.device("cpu")
 
 
+def _method_maps(
+    name: str,
+    net: nn.Module,
+    call: ModelInput,
+    classes: Tensor,
+    layer: LayerSpec,
+    batch_size: int | str,
+    create_graph: bool,
+    **options: Any,
+) -> tuple[Tensor, list[str]]:
+    """One method's maps ``(N, K, *S_in)`` for the classes ``(N, K)``, from one forward."""
+    build = extractor_class(name)
+    if create_graph and build.__call__ is not CAMExtractor.__call__:
+        raise ValueError(f"create_graph=True is not available for {name}: use a gradient or activation method")
+    extra: dict[str, Any] = {"method": name} if build is CAMExtractor else {}
+    x = call.image
+    with build(
+        net,
+        target_layer=layer,
+        input_shape=tuple(x.shape[1:]),
+        batch_size=batch_size,
+        image_arg=call.image_key,
+        **extra,
+        **options,
+    ) as extractor:
+        # lean: no graph before the target layers; the whole graph for create_graph; none without gradients
+        lean = get_method(name).needs_gradients and not create_graph
+        mode: Any = torch.enable_grad() if create_graph else contextlib.nullcontext() if lean else torch.no_grad()
+        with extractor.own_forward(lean=lean), mode:
+            scores = call(net)  # one forward per method; the graph is kept until the last class
+        per_rank = []
+        for rank in range(classes.shape[1]):
+            keep = rank < classes.shape[1] - 1 or create_graph
+            wanted = classes[:, rank].tolist()
+            if create_graph:
+                cams = extractor(wanted, scores, retain_graph=keep, create_graph=True)
+            else:
+                cams = extractor(wanted, scores, retain_graph=keep)
+            per_rank.append(ops.normalize(ops.upsample(extractor.fuse_cams(cams), tuple(x.shape[2:]))))
+        return torch.stack(per_rank, dim=1), list(extractor.target_names)
+
+
 def explain(
     model: nn.Module | LoadedModel | str,
     images: ImageLike | Sequence[ImageLike] | Tensor | tuple[Any, ...] | Mapping[str, Any],
@@ -202,50 +247,30 @@ def explain(
     if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
         raise ValueError(f"topk must be a positive int, got {topk!r}")
     call, views = _inputs(images, preprocess, image_arg, _reads_signals(net))
-    call = call.to(_device_of(net))
+    # inference-mode tensors cannot enter a graph; their clones out of inference mode can
+    call = call.to(_device_of(net)).map_tensors(lambda t: t.clone() if torch.is_inference(t) else t)
     x = call.image
-    with torch.no_grad():
-        logits = logits_of(call(net)).float()
-    probabilities = logits.softmax(dim=1)
-    if class_idx is None:
-        classes = probabilities.topk(min(topk, probabilities.shape[1]), dim=1).indices
-    else:
-        given = torch.as_tensor(class_idx, device=logits.device).reshape(-1, 1)
-        classes = given.expand(x.shape[0], 1) if given.shape[0] == 1 else given
-    maps: dict[str, Tensor] = {}
-    layers: dict[str, list[str]] = {}
-    input_shape = tuple(x.shape[1:])
-    for name in names:
-        layer = target_layer if get_method(name).layers is not None else default_layer
-        build = extractor_class(name)
-        if create_graph and build.__call__ is not CAMExtractor.__call__:
-            raise ValueError(f"create_graph=True is not available for {name}: use a gradient or activation method")
-        extra: dict[str, Any] = {"method": name} if build is CAMExtractor else {}
-        with build(
-            net,
-            target_layer=layer,
-            input_shape=input_shape,
-            batch_size=batch_size,
-            image_arg=call.image_key,
-            **extra,
-            **options,
-        ) as extractor:
-            per_rank = []
-            if create_graph:  # the whole graph, so a loss on the maps reaches every parameter
-                forward: Any = torch.enable_grad()
-            else:  # no graph before the target layers; none at all for gradient-free methods
-                forward = extractor.lean() if get_method(name).needs_gradients else torch.no_grad()
-            with forward:
-                scores = call(net)  # one forward per method; the graph is kept until the last class
-            last = classes.shape[1] - 1
-            for rank in range(classes.shape[1]):
-                keep = rank < last or create_graph
-                if create_graph:
-                    cams = extractor(classes[:, rank].tolist(), scores, retain_graph=keep, create_graph=True)
-                else:
-                    cams = extractor(classes[:, rank].tolist(), scores, retain_graph=keep)
-                fused = extractor.fuse_cams(cams)
-                per_rank.append(ops.normalize(ops.upsample(fused, tuple(x.shape[2:]))))
-            layers[name] = list(extractor.target_names)
-        maps[name] = torch.stack(per_rank, dim=1)
+    with eval_mode(net):  # no BatchNorm update, no dropout; every flag restored afterwards
+        with paused(), torch.no_grad(), input_errors(x, net, "images"):
+            logits = logits_of(call(net)).float()
+        if logits.ndim != 2 or logits.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"explain() needs class scores (N, num_classes) from the model, but its output has shape "
+                f"{tuple(logits.shape)}: wrap the model so it returns them (docs/any-model.md, 'Wrapping a "
+                "model'), or explain another scalar with camkit.compare(..., targets=...)"
+            )
+        probabilities = logits.softmax(dim=1)
+        if class_idx is None:
+            classes = probabilities.topk(min(topk, probabilities.shape[1]), dim=1).indices
+        else:
+            given = class_idx.tolist() if isinstance(class_idx, Tensor | np.ndarray) else class_idx
+            if isinstance(given, list | tuple) and len(given) == 1:
+                given = given[0]  # one class for every sample
+            classes = ClassTarget(given).classes(x.shape[0], logits.shape[1]).to(logits.device).view(-1, 1)
+        maps, layers = {}, {}
+        for name in names:
+            layer = target_layer if get_method(name).layers is not None else default_layer
+            maps[name], layers[name] = _method_maps(
+                name, net, call, classes, layer, batch_size, create_graph, **options
+            )
     return Explanation(maps, classes, probabilities, list(categories) if categories else None, layers, views)

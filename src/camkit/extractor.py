@@ -8,7 +8,8 @@ its options.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -41,6 +42,18 @@ class HookedExtractor:
 
     _capture: Capture
 
+    def _own(self, capture: Capture, enabled: bool) -> None:
+        """Attach ``capture`` as this extractor's own.
+
+        Its hooks are removed on ``with`` exit or :meth:`remove_hooks`; an extractor dropped without
+        either still takes them away when it is garbage-collected (a safety net, not the way to
+        release them).
+        """
+        self._capture = capture
+        capture.enabled = enabled
+        capture.attach()
+        weakref.finalize(self, capture.remove)
+
     def __enter__(self: _E) -> _E:
         return self
 
@@ -49,8 +62,12 @@ class HookedExtractor:
         self.reset_hooks()
 
     def remove_hooks(self) -> None:
-        """Remove every hook this extractor put on the model (and restore the flags it set)."""
+        """Remove every hook this extractor put on the model (and restore the flags it set).
+
+        The captured tensors go too: an extractor without hooks has nothing to explain.
+        """
         self._capture.remove()
+        self._capture.reset()
 
     def reset_hooks(self) -> None:
         """Forget the captured tensors (the hooks stay)."""
@@ -63,6 +80,16 @@ class HookedExtractor:
     def disable_hooks(self) -> None:
         """Ignore the following forwards until :meth:`enable_hooks`."""
         self._capture.enabled = False
+
+    @contextlib.contextmanager
+    def own_forward(self, lean: bool = False) -> Iterator[None]:
+        """The block a front door runs its own forward in: only this extractor records it.
+
+        Other extractors open on the same model ignore the block (their captures stay), and with
+        ``lean=True`` no graph is recorded before the target layers (:meth:`lean`).
+        """
+        with self._capture.exclusive(), self._capture.lean() if lean else contextlib.nullcontext():
+            yield
 
     def lean(self) -> contextlib.AbstractContextManager[None]:
         """A block whose forwards record no autograd graph before the target layers (less memory, same maps).
@@ -177,8 +204,7 @@ class CAMExtractor(HookedExtractor):
             attention=attention,
             image_arg=image_arg,
         )
-        self._capture.enabled = enable_hooks
-        self._capture.attach()
+        self._own(self._capture, enable_hooks)
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.options.items() if k != "fc_weight")
@@ -302,6 +328,14 @@ class CAMExtractor(HookedExtractor):
             One map ``(N, *S)`` per target layer.
         """
         sources = self._capture.sources()
+        for name, src in zip(self.target_names, sources, strict=True):
+            finite = torch.isfinite(src.detach().flatten(1)).all(dim=1)
+            if not bool(finite.all()):
+                bad = (~finite).nonzero().flatten().tolist()
+                raise ValueError(
+                    f"the activations of layer {name!r} hold NaN/Inf for sample(s) {bad}: check the input "
+                    "(torch.isfinite(x).all()) and the model's weights"
+                )
         hvps = hvps if hvps is not None else [None] * len(sources)
         return [
             self._map(i, src if create_graph else src.detach(), grads[i], target, normalized, hvps[i], create_graph)

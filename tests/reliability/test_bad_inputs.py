@@ -100,12 +100,6 @@ def _outcomes(calls: dict[str, Callable[[], Tensor]]) -> dict[str, str]:
     return found
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap in extractor.py: NaN/Inf inputs give all-zero maps without a word (normalize() turns a NaN "
-    "map into zeros); CAMExtractor.__call__ should raise a ValueError naming the samples whose activations or "
-    "scores are not finite and the fix (check the input: torch.isfinite(x).all())",
-)
 def test_nan_and_inf_inputs_fail_clearly() -> None:
     model = small_cnn()
     nan = torch.rand(2, 3, 8, 8)
@@ -121,28 +115,14 @@ def test_nan_and_inf_inputs_fail_clearly() -> None:
     assert all(re.search(r"ValueError: .*(NaN|finite)", o) for o in outcomes.values()), outcomes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bugs on an empty batch (the TorchCAM door returns (0, H, W) maps): ClassTarget([]).classes() in "
-    "targets/classification.py calls max() on the empty list ('max() arg is an empty sequence', explain() and "
-    "targets=None), and batched_target() in compat/gradcam/_adapter.py repeats a single target only when "
-    "batch > 1 ('got 1 targets for 0 images'); skip the range check without indices, repeat for batch != 1",
-)
 @pytest.mark.parametrize("door", ["gradcam", "explain"])
 def test_empty_batch_gives_empty_maps(door: str) -> None:
     model, empty = small_cnn(), torch.rand(0, 3, 8, 8)
     assert maps(door, "gradcam", model, empty).shape == (0, 8, 8)
     if door == "gradcam":
-        assert CAMMethod(model, [model[3]]).compute(empty, None).shape == (0, 8, 8)
+        assert CAMMethod(model, [model[3]], method="gradcam").compute(empty, None).shape == (0, 8, 8)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap in compat/gradcam/_base.py and explanation.py: an input whose dtype the model cannot take "
-    "(uint8 image, bool, float64 for a float32 model) reaches the forward and fails with torch's RuntimeError; "
-    "camkit calls the model there, so it should raise a TypeError naming input_tensor/images, its dtype, the "
-    "model's dtype and the fix (x.float() / 255, or x.to(model dtype))",
-)
 def test_input_of_the_wrong_dtype_fails_clearly() -> None:
     model = small_cnn()
     x = torch.rand(2, 3, 8, 8)
@@ -156,12 +136,6 @@ def test_input_of_the_wrong_dtype_fails_clearly() -> None:
     assert all(re.search(r"TypeError: .*(input_tensor|image).*dtype", o) for o in outcomes.values()), outcomes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap in compat/gradcam/_base.py and explanation.py: a batch of the wrong rank for the model (5-D for a "
-    "2-D CNN; explain also takes 2-D tensors) fails inside the forward with torch's RuntimeError; catch the "
-    "forward's error and raise a ValueError naming the input's shape and the (N, C, H, W) expected",
-)
 def test_input_of_the_wrong_rank_fails_clearly() -> None:
     model = small_cnn()
     bad = {"rank5": torch.rand(1, 2, 3, 8, 8), "rank2": torch.rand(2, 3)}
@@ -173,23 +147,11 @@ def test_input_of_the_wrong_rank_fails_clearly() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap in explanation.py: explain() on a model whose output is not (N, num_classes) scores (a scalar "
-    "here) fails with IndexError in softmax(dim=1); check the shape as ClassTarget does and raise a ValueError "
-    "naming the output's shape and the fix (wrap the model, or output_key=)",
-)
 def test_explain_on_a_model_without_class_scores_fails_clearly() -> None:
     with pytest.raises((ValueError, TypeError), match=r"output"):
         maps("explain", "gradcam", Wrapped("scalar"), torch.rand(2, 3, 8, 8), layer="net.3")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap in explanation.py: FullGrad in explain() on an inference-mode tensor fails with torch's "
-    "'Inference tensors cannot be saved for backward' (FullGrad records the whole graph); clone an inference "
-    "input first, as the pytorch-grad-cam door does",
-)
 def test_explain_fullgrad_on_an_inference_tensor() -> None:
     model = small_cnn()
     x = torch.rand(2, 3, 8, 8)
@@ -198,22 +160,11 @@ def test_explain_fullgrad_on_an_inference_tensor() -> None:
     torch.testing.assert_close(maps("explain", "fullgrad", model, frozen), maps("explain", "fullgrad", model, x))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap in explanation.py: explain(class_idx='a') fails in torch.as_tensor with \"new(): invalid data "
-    "type 'str'\", a message that names neither class_idx nor the fix; validate class_idx before converting it",
-)
 def test_explain_class_idx_string_fails_clearly() -> None:
     with pytest.raises(TypeError, match="class_idx"):
         maps("explain", "gradcam", small_cnn(), torch.rand(2, 3, 8, 8), class_idx="a")  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap in targets/_output.py and the docs: the error for a model output without class scores names "
-    "output_key= and target callables but points to no documented wrapper pattern (docs/ have none: a "
-    "module that returns model(x)['out'])",
-)
 @pytest.mark.parametrize("door", DOORS)
 def test_output_error_points_to_the_documented_wrapper(door: str) -> None:
     with pytest.raises((ValueError, TypeError)) as caught:

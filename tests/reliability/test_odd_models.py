@@ -96,17 +96,7 @@ class CalledTwice(nn.Module):
         return self.head(torch.relu(self.second(y1) + y1))
 
 
-_REPLACES_EVERY_CALL = pytest.mark.xfail(
-    strict=True,
-    reason="bug in capture.py: Capture.replacing() substitutes the replacement for EVERY call of a layer called "
-    "twice, so when the first call's output also flows past the last call (a skip), AblationCAM/Recipro-CAM "
-    "perturb it too; replace only the call that was captured (the last), e.g. count calls per forward",
-)
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=_REPLACES_EVERY_CALL) if n in REPLACING else n for n in METHODS]
-)
+@pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("door", ["torchcam", "gradcam"])
 def test_layer_called_twice_explains_its_last_call(door: str, name: str) -> None:
     shared, separate = CalledTwice(separate=False).eval(), CalledTwice(separate=True).eval()
@@ -178,12 +168,6 @@ def test_torch_compile_aot_autograd_works_or_fails_clearly(door: str, name: str)
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap in capture.py: on a torch.compile'd model (AOTAutograd) a gradient method's TorchCAM-style call "
-    "says 'the target score does not depend on layer ...' although it does; name torch.compile and the fixes "
-    "(create the extractor on model._orig_mod, or run the forward inside `with extractor.lean():`)",
-)
 @pytest.mark.usefixtures("fresh_dynamo")
 def test_torch_compile_gradient_error_names_the_fix() -> None:
     messages = {}

@@ -230,20 +230,7 @@ def test_gradcam_door_object_used_twice(name: str) -> None:
         torch.testing.assert_close(cam.compute(x, targets), fresh.compute(x, targets), rtol=0, atol=0)
 
 
-_INPUT_DETACHED = (
-    "bug in capture.py: with input_grad (FullGrad) the input pre-hook hands the model a DETACHED leaf copy of "
-    "its input, so an input that already carries a graph (the user's x.requires_grad_(), or another FullGrad "
-    "extractor's leaf) is cut off; when the input already requires grad, keep it (self.input = x, no replacement)"
-)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_INPUT_DETACHED)) if n == "fullgrad" else n
-        for n in METHODS
-    ],
-)
+@pytest.mark.parametrize("name", METHODS)
 def test_nested_extractors_on_one_model(name: str) -> None:
     model = small_cnn()
     x = torch.rand(2, 3, 8, 8)
@@ -268,12 +255,6 @@ def test_call_after_with_block_fails_clearly(name: str) -> None:
     assert hook_count(model) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in extractor.py: after remove_hooks() the captures of the last forward stay, so a call on a "
-    "new forward silently returns the OLD forward's maps (gradient-free methods) or a misleading 'does not "
-    "depend on layer' error (gradient methods); remove_hooks() should also forget the captures",
-)
 def test_call_after_remove_hooks_fails_clearly() -> None:
     wrong = []
     for name in METHODS:
@@ -290,13 +271,6 @@ def test_call_after_remove_hooks_fails_clearly() -> None:
     assert not wrong, wrong
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in compat/gradcam/_base.py and explanation.py: the forward they run is recorded by every "
-    "TorchCAM-style extractor open on the same model, overwriting its captures (a gradient-free extractor then "
-    "silently returns the other call's maps, a gradient one says 'no autograd graph'); run it with only the "
-    "temporary extractor's capture recording (gate set to it, as Capture.recording() does)",
-)
 @pytest.mark.parametrize("door", ["gradcam", "explain"])
 def test_other_front_door_does_not_overwrite_an_open_extractor(door: str) -> None:
     model = small_cnn()
@@ -309,12 +283,6 @@ def test_other_front_door_does_not_overwrite_an_open_extractor(door: str) -> Non
         torch.testing.assert_close(loud(1, scores)[0], expected["gradcam"], rtol=0, atol=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in explanation.py: explain() runs its forwards in the model's own mode, so a model in train "
-    "mode has its BatchNorm statistics updated (and Dropout applied); wrap explain's forwards in "
-    "camkit.engine.eval_mode(net) as the pytorch-grad-cam front door does",
-)
 def test_explain_keeps_batchnorm_statistics_of_a_training_model() -> None:
     model = small_cnn().train()
     before = snapshot(model)
@@ -322,7 +290,6 @@ def test_explain_keeps_batchnorm_statistics_of_a_training_model() -> None:
     assert_unchanged(before, model)
 
 
-@pytest.mark.xfail(strict=True, reason=_INPUT_DETACHED)
 def test_open_fullgrad_extractor_keeps_the_users_input_gradient() -> None:
     model = small_cnn()
     x = torch.rand(2, 3, 8, 8, requires_grad=True)

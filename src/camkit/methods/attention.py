@@ -177,9 +177,7 @@ class _AttentionExtractor(HookedExtractor):
         self.attention_names = [attention for _, attention in pairs]
         self._info = transformer_info(model)
         blocks = self.target_names if self.uses_gradients else []
-        self._capture = Capture(model, blocks, input_grad=self.uses_gradients, attention=self.attention_names)
-        self._capture.enabled = enable_hooks
-        self._capture.attach()
+        self._own(Capture(model, blocks, input_grad=self.uses_gradients, attention=self.attention_names), enable_hooks)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target_layer={self.target_names})"

@@ -152,7 +152,8 @@ def find_output(
     raise TypeError(
         f"cannot find the {what} in a model output that is a {describe_output(output)}: expected a tensor, "
         f"a tuple whose first tensor holds them, or a dict/ModelOutput with {tried}; pass output_key= to "
-        "name the entry (a key, or a tuple index), or a target callable that picks it"
+        "name the entry (a key, or a tuple index), a target callable that picks it, or wrap the model "
+        "(docs/any-model.md, 'Wrapping a model')"
     )
 
 

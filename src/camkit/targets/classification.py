@@ -132,7 +132,7 @@ class ClassTarget:
                 f"class_idx has {len(self.indices)} entries but the batch has {batch} samples: "
                 "pass one class index per sample, or a single int for all"
             )
-        if num_classes is not None and max(self.indices) >= num_classes:
+        if num_classes is not None and self.indices and max(self.indices) >= num_classes:
             raise ValueError(
                 f"class_idx {max(self.indices)} is out of range: the model output has {num_classes} "
                 f"classes, so valid indices are 0..{num_classes - 1}"

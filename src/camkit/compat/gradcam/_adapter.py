@@ -187,7 +187,7 @@ def batched_target(targets: Sequence[PerSampleTarget] | None, output: Any, batch
             "e.g. targets=[ClassifierOutputTarget(281)]"
         )
     items = list(targets)
-    if len(items) == 1 and batch > 1:
+    if len(items) == 1 and batch != 1:
         items = items * batch
     if len(items) != batch:
         raise ValueError(

@@ -15,7 +15,6 @@ Everything stays a tensor on the model's device; ``__call__`` converts to numpy 
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -25,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.engine import eval_mode, reference_tensor
+from camkit.engine import eval_mode, input_errors, reference_tensor
 from camkit.extractor import CAMExtractor
 from camkit.inputs import ImageArg, ModelInput
 from camkit.layers import LayerSpec, resolve_layers
@@ -299,7 +298,7 @@ class CAMMethod:
         ):
             if grads:  # an inference tensor cannot enter a graph; its clone out of inference mode can
                 call = call.map_tensors(lambda t: t.clone() if torch.is_inference(t) else t)
-            with ex.lean() if grads else contextlib.nullcontext():
+            with ex.own_forward(lean=grads), input_errors(call.image, self.model, "input_tensor"):
                 outputs = call(self.model)  # lean: no graph before the target layers
             cams = ex(scores=outputs, targets=make_target(outputs), normalized=False)
         return cams, detach_output(outputs)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from camkit.engine import eval_mode
+from camkit.engine import eval_mode, input_errors
 from camkit.inputs import ModelInput
 from camkit.methods.fullgrad import FullGrad, bias_layers
 from camkit.targets import Target
@@ -38,6 +38,7 @@ class FullGradMethod(CAMMethod):
             eval_mode(self.model),
             FullGrad(self.model, bias_layers(self.model), image_arg=call.image_key) as extractor,
         ):
-            outputs = call.map_tensors(lambda t: t.clone() if torch.is_inference(t) else t)(self.model)
+            with extractor.own_forward(), input_errors(call.image, self.model, "input_tensor"):
+                outputs = call.map_tensors(lambda t: t.clone() if torch.is_inference(t) else t)(self.model)
             maps = extractor(scores=outputs, targets=make_target(outputs), normalized=False)
         return maps, detach_output(outputs)
