@@ -14,6 +14,9 @@ from camkit.explanation import explain as explain
 from camkit.extractor import CAMExtractor as CAMExtractor
 from camkit.registry import get_method as get_method
 from camkit.registry import list_methods as list_methods
+from camkit.runner import RunReport as RunReport
+from camkit.runner import open_store as open_store
+from camkit.runner import run as run
 from camkit.targets import ClassProbabilityTarget as ClassProbabilityTarget
 from camkit.targets import ClassTarget as ClassTarget
 
@@ -24,6 +27,7 @@ __all__ = [
     "ClassProbabilityTarget",
     "ClassTarget",
     "Explanation",
+    "RunReport",
     "__version__",
     "compare",
     "explain",
@@ -31,4 +35,6 @@ __all__ = [
     "list_methods",
     "methods",
     "metrics",
+    "open_store",
+    "run",
 ]

@@ -1,4 +1,4 @@
-"""The ``camkit`` command: explain images, list methods and layers, write an HTML report.
+"""The ``camkit`` command: explain images, list methods and layers, write an HTML report, explain a dataset.
 
 Every list of choices comes from the registry. A user error prints one line that names the fix
 (exit code 2 for bad arguments, 1 for inputs that cannot be used) and never a traceback; set
@@ -27,11 +27,12 @@ from camkit.layers import resolve_layers
 from camkit.models import DEFAULT_MODEL, LoadedModel, load_checkpoint, load_model
 from camkit.progress import Progress
 from camkit.registry import get_method, list_methods
+from camkit.runner.command import add_parsers as add_runner_parsers
+from camkit.runner.command import export_command, run_command
+from camkit.runner.data import IMAGE_SUFFIXES
 from camkit.viz import grid
 
 __all__ = ["main"]
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 class UserError(Exception):
@@ -77,7 +78,7 @@ def _add_explain_arguments(parser: argparse.ArgumentParser, default_method: str)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (subcommands ``explain``, ``report``, ``methods``, ``layers``)."""
+    """The argument parser (subcommands ``explain``, ``report``, ``run``, ``export``, ``methods``, ``layers``)."""
     parser = _Parser(prog="camkit", description="Class activation maps for PyTorch models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     explain_cmd = sub.add_parser(
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         help="deletion/insertion steps of the per-image faithfulness metrics; 0 skips the metrics (default: 16)",
     )
+    add_runner_parsers(sub)
     sub.add_parser("methods", help="list the CAM methods with one-line descriptions")
     layers = sub.add_parser("layers", help="list candidate target layers with their output shapes")
     _add_model_arguments(layers)
@@ -327,6 +329,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _layers(args)
         if args.command == "explain":
             return _explain(args)
+        if args.command == "run":
+            return run_command(args)
+        if args.command == "export":
+            return export_command(args)
         return _report(args)
     except (UserError, ValueError, TypeError, FileNotFoundError, ImportError) as error:
         if os.environ.get("CAMKIT_DEBUG"):
