@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 DEMO_METHODS := gradcam gradcampp layercam ablationcam eigencam
 
-.PHONY: all test test-all lint demo bench faithfulness docs clean
+.PHONY: all test test-all lint demo bench bench-runner faithfulness docs clean
 
 all: test
 
@@ -40,6 +40,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/latency.py
+
+bench-runner: $(STAMP)
+	$(PY) benchmarks/runner.py
 
 docs: $(STAMP)
 	$(PY) scripts/gen_docs.py
