@@ -60,7 +60,7 @@ PEER_METHODS: Mapping[str, tuple[str, Mapping[str, Any]]] = MappingProxyType(
         "GradCAMPlusPlus": ("gradcampp", {}),
         "XGradCAM": ("xgradcam", {}),
         "AblationCAM": ("ablationcam", {"ratio_channels_to_ablate": 1.0}),
-        "ScoreCAM": ("scorecam", {}),
+        "ScoreCAM": ("scorecam", {"max_channels": None}),
         "EigenCAM": ("eigencam", {}),
         "EigenGradCAM": ("eigengradcam", {}),
         "LayerCAM": ("layercam", {}),
