@@ -7,10 +7,8 @@ its options.
 
 from __future__ import annotations
 
-import contextlib
-import weakref
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +16,7 @@ from torch import Tensor, nn
 from camkit import ops
 from camkit.batching import auto_batch_size
 from camkit.capture import Capture
+from camkit.hooked import HookedExtractor
 from camkit.inputs import ImageArg
 from camkit.layers import LayerSpec, resolve_layers
 from camkit.probe import GridProbe, ModelProbe
@@ -28,90 +27,6 @@ from camkit.targets import ClassTarget, Target
 __all__ = ["CAMExtractor", "HookedExtractor"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-_E = TypeVar("_E", bound="HookedExtractor")
-
-
-class HookedExtractor:
-    """The lifecycle every extractor shares: a context manager over one :class:`Capture`.
-
-    Subclasses set ``self._capture`` (attached) in ``__init__``; leaving the ``with`` block removes
-    every hook and restores every flag the capture set, also after an exception.
-    """
-
-    _capture: Capture
-
-    def _own(self, capture: Capture, enabled: bool) -> None:
-        """Attach ``capture`` as this extractor's own.
-
-        Its hooks are removed on ``with`` exit or :meth:`remove_hooks`; an extractor dropped without
-        either still takes them away when it is garbage-collected (a safety net, not the way to
-        release them).
-        """
-        self._capture = capture
-        capture.enabled = enabled
-        capture.attach()
-        weakref.finalize(self, capture.remove)
-
-    def __enter__(self: _E) -> _E:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove_hooks()
-        self.reset_hooks()
-
-    def remove_hooks(self) -> None:
-        """Remove every hook this extractor put on the model (and restore the flags it set).
-
-        The captured tensors go too: an extractor without hooks has nothing to explain.
-        """
-        self._capture.remove()
-        self._capture.reset()
-
-    def reset_hooks(self) -> None:
-        """Forget the captured tensors (the hooks stay)."""
-        self._capture.reset()
-
-    def enable_hooks(self) -> None:
-        """Record the following forwards (the default)."""
-        self._capture.enabled = True
-
-    def disable_hooks(self) -> None:
-        """Ignore the following forwards until :meth:`enable_hooks`."""
-        self._capture.enabled = False
-
-    @contextlib.contextmanager
-    def own_forward(self, lean: bool = False) -> Iterator[None]:
-        """The block a front door runs its own forward in: only this extractor records it.
-
-        Other extractors open on the same model ignore the block (their captures stay), and with
-        ``lean=True`` no graph is recorded before the target layers (:meth:`lean`).
-        """
-        with self._capture.exclusive(), self._capture.lean() if lean else contextlib.nullcontext():
-            yield
-
-    def lean(self) -> contextlib.AbstractContextManager[None]:
-        """A block whose forwards record no autograd graph before the target layers (less memory, same maps).
-
-        Run the forward inside it (``with extractor.lean(): scores = model(x)``), then call the
-        extractor as usual. Only the layers after the target layers are recorded, so a loss of your
-        own on earlier layers cannot be differentiated from that forward: that is why the plain
-        forward (full graph) stays the default. See :meth:`camkit.capture.Capture.lean`.
-
-        Example:
-            >>> import torch
-            >>> from torchvision.models import resnet18
-            >>> from camkit.methods import GradCAM
-            >>> model = resnet18().eval()
-            >>> with GradCAM(model, "layer4") as cam:
-            ...     with cam.lean():
-            ...         scores = model(torch.rand(1, 3, 64, 64))
-            ...     maps = cam(class_idx=3, scores=scores)
-            >>> maps[0].shape
-            torch.Size([1, 2, 2])
-        """
-        return self._capture.lean()
 
 
 class CAMExtractor(HookedExtractor):
