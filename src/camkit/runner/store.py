@@ -188,6 +188,26 @@ def decode_record(part: Path, row: tuple[Any, ...], layout: list[list[Any]]) -> 
     )
 
 
+def scan_parts(path: Path) -> Iterator[tuple[Path, list[tuple[str, str, str]]]]:
+    """Every part of the store at ``path`` with its committed ``(key, status, reason)`` rows, in part order.
+
+    A part whose first transaction has not committed yet has no rows.
+    """
+    parts = path / PARTS
+    for part in sorted(parts.iterdir()) if parts.is_dir() else []:
+        file = part / MANIFEST
+        if not file.is_file():
+            continue
+        conn = connect(file)
+        try:
+            rows = conn.execute("SELECT key, status, reason FROM records").fetchall()
+        except sqlite3.OperationalError:  # no table yet: the part's writer has not committed anything
+            rows = []
+        finally:
+            conn.close()
+        yield part, rows
+
+
 class Store(Mapping[str, Record]):
     """A read-only view of a store: the records committed when it was opened, merged over all parts.
 
@@ -216,7 +236,7 @@ class Store(Mapping[str, Record]):
         self._layouts: dict[tuple[int, str], list[list[Any]]] = {}
         ok: dict[str, int] = {}
         failed: dict[str, str] = {}
-        for number, (part, rows) in enumerate(self._scan()):
+        for number, (part, rows) in enumerate(scan_parts(self.path)):
             self._parts.append(part)
             for key, status, reason in rows:
                 if status == "ok":
@@ -225,21 +245,6 @@ class Store(Mapping[str, Record]):
                     failed[key] = reason
         self._index = dict(sorted(ok.items()))
         self.failed: dict[str, str] = {k: failed[k] for k in sorted(failed) if k not in ok}
-
-    def _scan(self) -> Iterator[tuple[Path, list[tuple[str, str, str]]]]:
-        parts = self.path / PARTS
-        for part in sorted(parts.iterdir()) if parts.is_dir() else []:
-            file = part / MANIFEST
-            if not file.is_file():
-                continue
-            conn = connect(file)
-            try:
-                rows = conn.execute("SELECT key, status, reason FROM records").fetchall()
-            except sqlite3.OperationalError:  # a part whose first transaction has not committed yet
-                rows = []
-            finally:
-                conn.close()
-            yield part, rows
 
     def _conn(self, number: int) -> sqlite3.Connection:
         if number not in self._conns:

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import sqlite3
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,18 @@ from typing import IO, Any, NamedTuple
 
 import numpy as np
 
-from camkit.runner.store import FORMAT, MANIFEST, META, PARTS, SCHEMA, VERSION, connect, part_name, read_meta
+from camkit.runner.store import (
+    FORMAT,
+    MANIFEST,
+    META,
+    PARTS,
+    SCHEMA,
+    VERSION,
+    connect,
+    part_name,
+    read_meta,
+    scan_parts,
+)
 
 __all__ = ["PartWriter", "RecordRow", "differences", "prepare_store", "read_status"]
 
@@ -105,19 +115,8 @@ def prepare_store(path: Path, options: dict[str, Any], info: dict[str, Any], ove
 def read_status(path: Path) -> dict[str, str]:
     """Key → ``"ok"`` or ``"failed"`` over every part of the store (``"ok"`` wins)."""
     status: dict[str, str] = {}
-    parts = path / PARTS
-    for part in sorted(parts.iterdir()) if parts.is_dir() else []:
-        file = part / MANIFEST
-        if not file.is_file():
-            continue
-        conn = connect(file)
-        try:
-            rows = conn.execute("SELECT key, status FROM records").fetchall()
-        except sqlite3.OperationalError:  # no table yet: the part's writer has not committed anything
-            rows = []
-        finally:
-            conn.close()
-        for key, state in rows:
+    for _part, rows in scan_parts(path):
+        for key, state, _reason in rows:
             if status.get(key) != "ok":
                 status[key] = state
     return status
