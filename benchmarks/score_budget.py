@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shlex
 import statistics
@@ -49,6 +48,7 @@ import camkit
 from camkit.methods import ScoreCAM
 from camkit.metrics import confidence_change, deletion, insertion
 from camkit.models import load_default
+from faithfulness import device_name as describe_device  # the faithfulness benchmark's description
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ("chelsea.png", "coffee.png", "grace_hopper.jpg", "rocket.jpg")
@@ -82,17 +82,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"GPU {torch.cuda.get_device_name(device)}"
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {model}, {torch.get_num_threads()} threads"
+    return f"{'GPU' if device.type == 'cuda' else 'CPU'} {describe_device(device)}"
 
 
 def label(budget: int | None) -> str:
