@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from camkit import methods as _methods
 from camkit.capture import Capture
 from camkit.engine import eval_mode
+from camkit.explanation import extractor_class
 from camkit.extractor import CAMExtractor
 from camkit.inputs import ImageArg, ModelInput
 from camkit.layers import LayerSpec, resolve_layers
@@ -54,19 +55,12 @@ def method_name(method: str) -> str:
     return get_method(method).name
 
 
-def _extractor_class(spec: MethodSpec) -> type[CAMExtractor]:
-    for value in vars(_methods).values():
-        if isinstance(value, type) and issubclass(value, CAMExtractor) and value.method == spec.name:
-            return value
-    return CAMExtractor
-
-
 def _shares_capture(spec: MethodSpec) -> bool:
-    return spec.layers is None and not spec.needs_hvp and not _extractor_class(spec).input_gradient
+    return spec.layers is None and not spec.needs_hvp and not extractor_class(spec.name).input_gradient
 
 
 def _build(spec: MethodSpec, model: nn.Module, layers: Any, options: dict[str, Any], **extra: Any) -> CAMExtractor:
-    build = _extractor_class(spec)
+    build = extractor_class(spec.name)
     named: dict[str, Any] = {"method": spec.name} if build is CAMExtractor else {}
     return build(model, target_layer=layers, **named, **extra, **options)
 

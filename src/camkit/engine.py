@@ -28,6 +28,7 @@ __all__ = [
     "autocast_state",
     "candidate_layers",
     "eval_mode",
+    "first_convolution",
     "guided_relus",
     "input_errors",
     "input_problem",
@@ -108,6 +109,11 @@ def autocast_state(device_type: str) -> tuple[str, torch.dtype] | None:
     return (device_type, dtype) if enabled else None
 
 
+def first_convolution(model: nn.Module) -> nn.Module | None:
+    """The model's first ``Conv1d``/``Conv2d``/``Conv3d`` in module order (what its input's rank must suit)."""
+    return next((m for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d)), None)
+
+
 def input_problem(x: Tensor, model: nn.Module, argument: str) -> Exception | None:
     """Why the model may have failed on the image ``x``: a dtype or rank it cannot take, if so.
 
@@ -131,8 +137,9 @@ def input_problem(x: Tensor, model: nn.Module, argument: str) -> Exception | Non
         return TypeError(
             f"{argument} has dtype {x.dtype} but the model's parameters are {ref.dtype}: convert it ({fix})"
         )
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d)), None)
-    rank = None if first is None else {nn.Conv1d: 3, nn.Conv2d: 4, nn.Conv3d: 5}.get(type(first))
+    first = first_convolution(model)
+    ranks: dict[type[nn.Module], int] = {nn.Conv1d: 3, nn.Conv2d: 4, nn.Conv3d: 5}
+    rank = None if first is None else ranks.get(type(first))
     if first is not None and rank is not None and x.ndim != rank:
         layout = {3: "(N, C, L)", 4: "(N, C, H, W)", 5: "(N, C, D, H, W)"}[rank]
         return ValueError(

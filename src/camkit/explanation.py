@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from camkit import methods as _methods
 from camkit import ops
-from camkit.engine import eval_mode, input_errors, paused
+from camkit.engine import eval_mode, first_convolution, input_errors, paused
 from camkit.extractor import CAMExtractor
 from camkit.inputs import ImageArg, ModelInput
 from camkit.layers import LayerSpec
@@ -122,8 +122,7 @@ def extractor_class(method: str) -> type[CAMExtractor]:
 
 def _reads_signals(model: nn.Module) -> bool:
     """Whether the model's first convolution is 1-D (then a 3-D tensor is a batch of signals)."""
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d)), None)
-    return isinstance(first, nn.Conv1d)
+    return isinstance(first_convolution(model), nn.Conv1d)
 
 
 def _inputs(

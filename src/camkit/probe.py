@@ -124,9 +124,7 @@ class ModelProbe:
 
     def _call(self, inputs: Tensor, rows: Tensor, call: ModelInput | None) -> Any:
         """The model on ``inputs`` as its image; the other arguments of ``call`` (if any) repeated by ``rows``."""
-        if call is None or call.single:
-            return self.model(inputs)
-        return call.replace(inputs, rows)(self.model)
+        return self.model(inputs) if call is None else call.replace(inputs, rows)(self.model)
 
     def scores(self, inputs: Tensor, rows: Tensor) -> Tensor:
         """Target scores of ``inputs`` under ``inference_mode`` in eval mode, hooks paused.
