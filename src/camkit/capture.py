@@ -94,12 +94,12 @@ class Capture(GradientsMixin):
         """
         if self._handles:
             return
-        modules = dict(self.model.named_modules())
+        module = self.model.get_submodule
         try:
             for idx, name in enumerate(self.layer_names):
-                self._handles.append(modules[name].register_forward_hook(self._layer_hook(idx)))
+                self._handles.append(module(name).register_forward_hook(self._layer_hook(idx)))
             for idx, name in enumerate(self.attention_names):
-                self._attach_attention(idx, name, modules[name])
+                self._attach_attention(idx, name, module(name))
             self._handles.append(self.model.register_forward_pre_hook(self._input_hook, with_kwargs=True))
         except BaseException:
             self.remove()

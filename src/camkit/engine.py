@@ -60,24 +60,33 @@ def paused() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def preserved_state(model: nn.Module) -> Iterator[None]:
-    """Restore every module's train/eval flag and every parameter's ``requires_grad`` on exit."""
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
+def preserved_state(model: nn.Module) -> Iterator[list[nn.Module]]:
+    """Restore every module's train/eval flag and every parameter's ``requires_grad`` on exit.
+
+    One walk over the modules; on exit only the flags that changed are written back. Yields the
+    modules (``model.modules()``, listed once).
+    """
+    modules = list(model.modules())
+    modes = [m.training for m in modules]
+    params = [p for m in modules for p in m._parameters.values() if p is not None]
+    flags = [p.requires_grad for p in params]
     try:
-        yield
+        yield modules
     finally:
-        for module, training in modes:
-            module.training = training
-        for param, flag in flags:
-            param.requires_grad_(flag)
+        for module, training in zip(modules, modes, strict=True):
+            if module.training != training:
+                module.training = training
+        for param, flag in zip(params, flags, strict=True):
+            if param.requires_grad != flag:
+                param.requires_grad_(flag)
 
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
     """Put the model in eval mode for the block (no BatchNorm statistics update), then restore."""
-    with preserved_state(model):
-        model.eval()
+    with preserved_state(model) as modules:
+        if any(m.training for m in modules):  # a model already in eval mode is left untouched
+            model.eval()
         yield
 
 

@@ -244,7 +244,9 @@ class CAMExtractor(HookedExtractor):
         """
         sources = self._capture.sources()
         for name, src in zip(self.target_names, sources, strict=True):
-            finite = torch.isfinite(src.detach().flatten(1)).all(dim=1)
+            if bool(src.detach().sum().isfinite()):  # one fast reduction; a NaN/Inf makes it non-finite
+                continue
+            finite = torch.isfinite(src.detach().flatten(1)).all(dim=1)  # or the sum overflowed
             if not bool(finite.all()):
                 bad = (~finite).nonzero().flatten().tolist()
                 raise ValueError(

@@ -98,6 +98,17 @@ def _auto_layer(model: nn.Module, input_shape: Sequence[int]) -> str:
     )
 
 
+def _has_submodule(model: nn.Module, name: str) -> bool:
+    """Whether ``name`` is a non-empty dotted path to a submodule (one walk down the path)."""
+    if not name:
+        return False
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
 def _name_of(model: nn.Module, names: dict[str, nn.Module], layer: nn.Module | str) -> str:
     if isinstance(layer, str):
         if layer in names and layer:
@@ -146,7 +157,6 @@ def resolve_layers(model: nn.Module, target_layer: LayerSpec, input_shape: Seque
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if target_layer is None:
         return [_auto_layer(model, input_shape)]
-    names = dict(model.named_modules())
     if isinstance(target_layer, (str, nn.Module)):
         layers: list[nn.Module | str] = [target_layer]
     elif isinstance(target_layer, (list, tuple)):
@@ -157,6 +167,9 @@ def resolve_layers(model: nn.Module, target_layer: LayerSpec, input_shape: Seque
         )
     if not layers:
         raise ValueError("target_layer is an empty list: pass at least one layer")
+    if all(isinstance(layer, str) and _has_submodule(model, layer) for layer in layers):
+        return [str(layer) for layer in layers]  # the common case, without listing every module
+    names = dict(model.named_modules())
     return [_name_of(model, names, layer) for layer in layers]
 
 
