@@ -75,7 +75,8 @@ class ModelSpec:
     name); ``gradcam_layer`` the module pytorch-grad-cam's convention passes in ``target_layers``.
     ``peer_reshape`` is the ``reshape_transform`` pytorch-grad-cam needs (camkit reads token
     outputs as grids by itself); ``torchcam`` says whether TorchCAM can explain the layer (it
-    cannot read transformer tokens); ``skip`` lists pytorch-grad-cam-style methods left out.
+    cannot read transformer tokens); ``skip`` maps the pytorch-grad-cam-style methods left out to
+    the reason.
     """
 
     name: str
@@ -87,7 +88,7 @@ class ModelSpec:
     num_classes: int = 1000
     peer_reshape: Callable[[Tensor], Tensor] | None = None
     torchcam: bool = True
-    skip: frozenset[str] = field(default_factory=frozenset)
+    skip: dict[str, str] = field(default_factory=dict)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -96,7 +97,16 @@ MODELS: dict[str, ModelSpec] = {
         "mobilenet_v2", _mobilenet_v2, "features.18", "features.18", "mobilenet_v2 (random weights)"
     ),
     "efficientnet_lite0": ModelSpec(
-        "efficientnet_lite0", _efficientnet_lite0, "bn2", "bn2", "EfficientNet-Lite0 (ImageNet weights)"
+        "efficientnet_lite0",
+        _efficientnet_lite0,
+        "bn2",
+        "bn2",
+        "EfficientNet-Lite0 (ImageNet weights)",
+        skip={
+            "FullGrad": "pytorch-grad-cam's FullGrad keeps only layers whose type is exactly Conv2d or BatchNorm2d, "
+            "so it drops timm's BatchNormAct2d (all 49 bias layers of this model) and computes the input term "
+            "alone; camkit computes all 50 terms: not the same work"
+        },
     ),
     "deit_tiny": ModelSpec(
         "deit_tiny",
@@ -106,7 +116,7 @@ MODELS: dict[str, ModelSpec] = {
         "ViT: timm deit_tiny_patch16_224 (random weights)",
         peer_reshape=vit_tokens_to_grid,
         torchcam=False,
-        skip=frozenset({"FullGrad"}),  # both libraries' FullGrad read convolution/BatchNorm biases
+        skip={"FullGrad": "both libraries' FullGrad read convolution/BatchNorm biases; this ViT has none"},
     ),
 }
 
@@ -307,7 +317,7 @@ def gc_methods(names: Sequence[str], spec: ModelSpec | None = None, check: bool 
 
     ``check=False`` trusts that both have them (a memory child imports only its own case's library).
     """
-    skip = spec.skip if spec is not None else frozenset()
+    skip = spec.skip if spec is not None else {}
     if check:
         from camkit.compat.gradcam import available
 

@@ -917,8 +917,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = build_model(spec, device)
         cases = gradient_cases(spec, torchcam_methods, gc_names, eigen=not args.quick)
         missing = gc_methods(gc_names, spec)[1]
-        if missing:
-            print(f"\n- {spec.name}: not compared (missing in a library or not applicable): {', '.join(missing)}")
+        for method in missing:
+            why = spec.skip.get(method, "missing in a library")
+            print(f"\n- {spec.name}: {method} not compared: {why}")
         for batch in args.batch:
             result, ran = run_batch(
                 spec, base, batch, cases, rounds=args.rounds, warmup=args.warmup, inner=args.inner, **common

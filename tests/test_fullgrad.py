@@ -119,3 +119,46 @@ def test_fullgrad_matches_pytorch_grad_cam() -> None:
     scaled = [lambda out, c=c: 1e6 * ClassifierOutputTarget(c)(out) for c in (3, 7)]
     theirs = peer.FullGrad(copy.deepcopy(model), [])(input_tensor=x, targets=scaled)
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def _norm_act_pair() -> tuple[nn.Module, nn.Module]:
+    """The same network twice: with timm's fused BatchNormAct2d, and with BatchNorm2d + ReLU6 apart."""
+    timm_layers = pytest.importorskip("timm.layers")
+    torch.manual_seed(4)
+    fused = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False),
+        timm_layers.BatchNormAct2d(4, act_layer=nn.ReLU6, inplace=True),
+        nn.Conv2d(4, 5, 3, stride=2, padding=1, bias=False),
+        timm_layers.BatchNormAct2d(5, act_layer=nn.ReLU6, inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(5, 3),
+    ).double()
+    with torch.no_grad():
+        for i in (1, 3):
+            fused[i].running_mean.uniform_(-0.5, 0.5)
+            fused[i].running_var.uniform_(0.5, 2.0)
+            fused[i].weight.uniform_(0.5, 1.5)
+            fused[i].bias.uniform_(-0.5, 0.5)
+    plain = nn.Sequential(fused[0], nn.BatchNorm2d(4), nn.ReLU6(), fused[2], nn.BatchNorm2d(5), nn.ReLU6(), *fused[4:])
+    plain = plain.double()
+    for src, dst in ((1, 1), (3, 4)):
+        plain[dst].load_state_dict({k: v for k, v in fused[src].state_dict().items()})
+    return fused.eval(), plain.eval()
+
+
+def test_fullgrad_reads_timm_norm_act_layers_before_their_activation() -> None:
+    fused, plain = _norm_act_pair()
+    assert bias_layers(fused) == ["1.drop", "3.drop"]
+    assert bias_layers(plain) == ["1", "4"]
+    x = 3 * torch.rand(2, 3, 8, 8, dtype=torch.float64)  # large enough that ReLU6 clips some positions
+    maps = []
+    for model in (fused, plain):
+        with FullGrad(model) as extractor:
+            maps.append(extractor([0, 2], model(x), normalized=False)[0])
+    assert maps[0].abs().amax() > 0
+    torch.testing.assert_close(maps[0], maps[1], rtol=1e-12, atol=1e-12)
+    # reading the activated outputs instead (the whole BatchNormAct2d modules) gives another map
+    with FullGrad(fused, ["1", "3"]) as extractor:
+        activated = extractor([0, 2], fused(x), normalized=False)[0]
+    assert (activated - maps[1]).abs().amax() > 1e-3

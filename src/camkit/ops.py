@@ -74,7 +74,8 @@ def normalize(cam: Tensor, eps: float = 0.0) -> Tensor:
 
     A flat map (max equal to min) becomes all zeros, never NaN. A finite map whose span
     :math:`\max L - \min L` exceeds the dtype's range (e.g. ``-3e38 .. 3e38`` in float32) is halved
-    first, which is exact in binary floating point, so it still spans ``[0, 1]``.
+    first, which is exact in binary floating point, so it still spans ``[0, 1]``. NaN and infinite
+    values are not hidden: they give NaN in the output.
 
     Args:
         cam: maps ``(N, *S)``.
@@ -94,10 +95,12 @@ def normalize(cam: Tensor, eps: float = 0.0) -> Tensor:
     high = flat.amax(dim=1, keepdim=True)
     span = high - low
     wide = torch.isinf(span) & torch.isfinite(low) & torch.isfinite(high)  # the span overflows the dtype
-    shifted = torch.where(wide, flat / 2 - low / 2, flat - low)
-    safe = torch.where(span > 0, torch.where(wide, high / 2 - low / 2, span) + eps, torch.ones_like(span))
-    out = torch.where(span > 0, shifted / safe, torch.zeros_like(flat))
-    return out.view_as(cam)
+    half = 1.0 - 0.5 * wide.to(flat.dtype)  # 1, or 0.5 where the span overflows (both exact scalings)
+    low_half = low * half
+    denom = torch.where(wide, high * half - low_half, span) + eps
+    denom = torch.where(span > 0, denom, torch.full_like(denom, float("inf")))  # flat map: 0 / inf = 0
+    # flat * half is exact; the shift and the division then run in place on that fresh tensor
+    return flat.mul(half).sub_(low_half).div_(denom).view_as(cam)
 
 
 def interpolation_mode(spatial_dims: int) -> str:

@@ -35,6 +35,11 @@ _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 def bias_layers(model: nn.Module) -> list[str]:
     """Names of the convolutions with a bias and the BatchNorms with running statistics.
 
+    A BatchNorm that applies an activation inside its own forward (timm's ``BatchNormAct2d``:
+    normalization, then its ``drop`` child, then its ``act`` child) is read at its ``drop`` child,
+    whose output is the normalized tensor before the activation: FullGrad's bias term needs the
+    gradient with respect to the layer's pre-activation output, not the activated one.
+
     Args:
         model: the model.
 
@@ -43,11 +48,22 @@ def bias_layers(model: nn.Module) -> list[str]:
     """
     names = []
     for name, m in model.named_modules():
-        if (isinstance(m, _CONV) and m.bias is not None) or (
-            isinstance(m, _NORM) and m.running_mean is not None and m.bias is not None
-        ):
+        if isinstance(m, _CONV) and m.bias is not None:
             names.append(name)
+        elif isinstance(m, _NORM) and m.running_mean is not None and m.bias is not None:
+            fused = isinstance(getattr(m, "act", None), nn.Module) and isinstance(getattr(m, "drop", None), nn.Module)
+            names.append(f"{name}.drop" if fused and name else "drop" if fused else name)
     return names
+
+
+def _bias_owner(model: nn.Module, name: str) -> nn.Module:
+    """The layer whose bias the term of ``name`` uses (a norm-act layer's, for its ``drop`` child)."""
+    module = model.get_submodule(name)
+    if not isinstance(module, _CONV + _NORM) and name.rsplit(".", 1)[-1] == "drop":
+        parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+        if isinstance(parent, _NORM):
+            return parent
+    return module
 
 
 def effective_bias(module: nn.Module) -> Tensor | None:
@@ -92,7 +108,7 @@ def fullgrad(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
     """
     if g is None:
         raise ValueError("fullgrad needs gradients")
-    bias = effective_bias(ctx.model.get_submodule(ctx.layer_name))
+    bias = effective_bias(_bias_owner(ctx.model, ctx.layer_name))
     if bias is None or bias.shape[0] != g.shape[1]:
         return torch.zeros(g.shape[0], *g.shape[2:], dtype=g.dtype, device=g.device)
     b = bias.to(g.dtype).view(1, -1, *([1] * (g.ndim - 2)))
