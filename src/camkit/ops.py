@@ -187,9 +187,10 @@ def _top_right_singular_vector(rows: Tensor) -> Tensor:
     :math:`\sigma_1 / (\sigma_1 - \sigma_2)` either way).
     """
     if rows.shape[2] <= rows.shape[1]:
-        return torch.linalg.eigh(rows.transpose(1, 2) @ rows).eigenvectors[..., -1]
+        top: Tensor = torch.linalg.eigh(rows.transpose(1, 2) @ rows).eigenvectors[..., -1]
+        return top
     u = torch.linalg.eigh(rows @ rows.transpose(1, 2)).eigenvectors[..., -1:]  # (N, |S|, 1)
-    v = (rows.transpose(1, 2) @ u).squeeze(-1)
+    v: Tensor = (rows.transpose(1, 2) @ u).squeeze(-1)
     return v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)  # all-zero rows: v = 0
 
 
