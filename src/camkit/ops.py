@@ -191,7 +191,8 @@ def _top_right_singular_vector(rows: Tensor) -> Tensor:
         return top
     u = torch.linalg.eigh(rows @ rows.transpose(1, 2)).eigenvectors[..., -1:]  # (N, |S|, 1)
     v: Tensor = (rows.transpose(1, 2) @ u).squeeze(-1)
-    return v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)  # all-zero rows: v = 0
+    unit: Tensor = v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)  # zero rows: v = 0
+    return unit
 
 
 def first_component_projection(x: Tensor) -> Tensor:
