@@ -307,5 +307,7 @@ class CAMMethod:
     def _postprocess(cams: list[Tensor], size: Sequence[int]) -> Tensor:
         """ReLU, min-max and resize per layer; then ReLU, mean over layers and min-max."""
         per_layer = [ops.upsample(ops.normalize(torch.relu(cam)), size) for cam in cams]
+        if len(per_layer) == 1:  # resized [0, 1] maps are >= 0: the ReLU and the mean of one change nothing
+            return ops.normalize(per_layer[0])
         fused = torch.relu(torch.stack(per_layer, dim=1)).mean(dim=1)
         return ops.normalize(fused)
