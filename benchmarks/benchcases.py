@@ -22,6 +22,7 @@ Call = Callable[[], object]
 PLAIN = "plain forward"
 FLOOR = "floor"  # lean: no graph before the target layer, gradient of the score w.r.t. its output
 FLOOR_FULL = "floor (full graph)"  # grad-mode forward (graph of every layer), gradient w.r.t. the layer only
+FLOOR_COPY = "floor (second model copy)"  # the floor again on another copy: how far two identical cases differ
 INFERENCE = "forward (inference_mode)"
 REFERENCE = "reference"
 OURS = "camkit"  # camkit's TorchCAM-style rows
@@ -343,6 +344,7 @@ def reference_cases() -> list[Case]:
         Case(PLAIN, REFERENCE, plain_forward),
         Case(FLOOR, REFERENCE, floor_lean),
         Case(FLOOR_FULL, REFERENCE, floor_full),
+        Case(FLOOR_COPY, REFERENCE, floor_lean),
     ]
 
 
@@ -378,7 +380,7 @@ def gradient_cases(
 
 def memory_cases(spec: ModelSpec, method: str = "GradCAM", check: bool = True) -> list[Case]:
     """The memory table: references, then ``method`` in every library and front door, then compare."""
-    cases = reference_cases() + torchcam_style_cases(spec, [method])
+    cases = [c for c in reference_cases() if c.label != FLOOR_COPY] + torchcam_style_cases(spec, [method])
     if gc_methods([method], spec, check)[0]:
         cases += gc_pair(method, "gradient")
     if has_compare():

@@ -120,6 +120,7 @@ from torch import nn
 
 from benchcases import (
     FLOOR,
+    FLOOR_COPY,
     FLOOR_FULL,
     INFERENCE,
     MODELS,
@@ -590,6 +591,12 @@ def table(result: Result, cases: Sequence[Case], absolute: bool) -> list[str]:
     found = verdicts(result, cases)
     if found:
         lines += ["", *[f"- {v.line()}" for v in found]]
+    if FLOOR in labels and FLOOR_COPY in labels:
+        q1, q3 = result.quartiles(FLOOR_COPY, FLOOR)
+        lines.append(
+            f"- control (no goal): the floor on a second model copy is {result.ratio(FLOOR_COPY, FLOOR):.3f}x the "
+            f"floor (interquartile range {q1:.3f}-{q3:.3f}): two identical cases differ this much on this machine"
+        )
     for case in _by_kind(cases, "scorecam-budget"):
         if case.peer in labels:
             q1, q3 = result.quartiles(str(case.peer), case.label)
