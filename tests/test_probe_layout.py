@@ -50,7 +50,7 @@ def test_perturbation_batches_are_channels_last_on_cpu_and_give_the_contiguous_m
     fast = _scorecam(model, "2", x)
     assert seen
     assert all(seen)
-    monkeypatch.setattr(probe_module, "_channels_last", lambda _model, _inputs: None)
+    monkeypatch.setattr(probe_module, "_channels_last", lambda _model, _inputs: None)  # contiguous batches
     seen.clear()
     plain = _scorecam(model, "2", x)
     assert seen
@@ -75,3 +75,20 @@ def test_a_model_that_fails_on_channels_last_gets_contiguous_batches_from_then_o
     assert maps.amax() > 0
     assert probe_module._channels_last(model, torch.rand(4, 3, 6, 6)) is None
     assert probe_module._channels_last(_conv_net(), torch.rand(4, 3, 6, 6)) is not None
+
+
+def test_metric_forwards_use_the_same_layout_rule(monkeypatch) -> None:
+    from camkit.metrics import deletion, insertion
+
+    viewing = ViewsItsInput().eval()
+    curve = deletion(viewing, torch.rand(2, 3, 6, 6), torch.rand(2, 6, 6), [0, 1], steps=4)
+    assert probe_module._CONTIGUOUS_ONLY.get(viewing) is True
+    assert torch.isfinite(torch.as_tensor(curve.per_sample)).all()
+    model = _conv_net()
+    x = torch.rand(2, 3, 10, 10)
+    maps = torch.rand(2, 10, 10)
+    fast = [deletion(model, x, maps, [0, 2], steps=5).per_sample, insertion(model, x, maps, steps=5).per_sample]
+    monkeypatch.setattr(probe_module, "_channels_last", lambda _model, _inputs: None)  # contiguous batches
+    plain = [deletion(model, x, maps, [0, 2], steps=5).per_sample, insertion(model, x, maps, steps=5).per_sample]
+    for got, expected in zip(fast, plain, strict=True):
+        torch.testing.assert_close(torch.as_tensor(got), torch.as_tensor(expected), rtol=1e-5, atol=1e-6)

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from camkit import ops
 from camkit.engine import paused
 from camkit.inputs import ImageArg, ModelInput
+from camkit.probe import perturbed_forward
 from camkit.targets import ClassProbabilityTarget, RowwiseTarget, logits_of
 from camkit.targets._output import select_rows
 
@@ -289,9 +290,13 @@ def forward_scores(
     with paused(), torch.inference_mode():
         for start in range(0, rows.shape[0], batch_size):
             part = slice(start, min(start + batch_size, rows.shape[0]))
-            images = make(part)
-            out = model(images) if call is None else call.replace(images, rows[part])(model)
-            parts.append(_checked(target(out, rows[part]), part.stop - part.start))
+            images, picked = make(part), rows[part]
+
+            def forward(batch: Tensor, picked: Tensor = picked) -> Any:
+                return model(batch) if call is None else call.replace(batch, picked)(model)
+
+            out = perturbed_forward(model, images, forward)
+            parts.append(_checked(target(out, picked), part.stop - part.start))
     return torch.cat(parts)
 
 
