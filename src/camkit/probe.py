@@ -62,7 +62,7 @@ def perturbed_forward(model: nn.Module, inputs: Tensor, run: Callable[[Tensor], 
     1.5-1.9x (mobilenet_v2, EfficientNet-Lite0) faster on them on this project's CPU (batch 32,
     inference mode), and the scores agree with contiguous ones to float rounding. A model whose
     forward fails on such a batch (e.g. a ``.view`` of its input) is remembered and gets the
-    batch as given from then on. The user's own input is never re-laid out.
+    batch as given from then on. The forward that captures the activations never comes here.
 
     Args:
         model: the model ``run`` calls.
