@@ -52,7 +52,7 @@ def bias_layers(model: nn.Module) -> list[str]:
             names.append(name)
         elif isinstance(m, _NORM) and m.running_mean is not None and m.bias is not None:
             fused = isinstance(getattr(m, "act", None), nn.Module) and isinstance(getattr(m, "drop", None), nn.Module)
-            names.append(f"{name}.drop" if fused and name else "drop" if fused else name)
+            names.append(f"{name}.drop".lstrip(".") if fused else name)
     return names
 
 
