@@ -10,7 +10,7 @@ from torch import nn
 
 import camkit
 from camkit.capture import Capture
-from camkit.engine import candidate_layers
+from camkit.engine import candidate_layers, eval_mode
 from camkit.layers import resolve_layers
 from camkit.methods import GradCAM, LayerCAM, ScoreCAM
 from camkit.targets import ClassProbabilityTarget, ClassTarget
@@ -170,3 +170,28 @@ def test_progress_line_for_perturbation_methods(capsys: pytest.CaptureFixture[st
         model(x)
         extractor(0)
     assert capsys.readouterr().err == ""
+
+
+def test_eval_mode_restores_mixed_flags_and_shared_modules() -> None:
+    shared = nn.Dropout(0.5)
+    model = nn.Sequential(nn.Linear(2, 2), shared, nn.Sequential(shared, nn.BatchNorm1d(2)), nn.Dropout(0.1))
+    model.eval()
+    shared.train()  # MC dropout: the root is in eval mode, one (shared) child is not
+    model[3].train()
+    before = [m.training for m in model.modules()]
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    assert [m.training for m in model.modules()] == before
+    with pytest.raises(RuntimeError, match="boom"), eval_mode(model):
+        raise RuntimeError("boom")
+    assert [m.training for m in model.modules()] == before
+
+
+def test_eval_mode_leaves_an_eval_model_untouched() -> None:
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).eval()
+    calls: list[bool] = []
+    model.train = lambda mode=True: calls.append(mode) or model  # type: ignore[method-assign]
+    with eval_mode(model):
+        pass
+    assert calls == []
+    assert not model.training
