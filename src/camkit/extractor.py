@@ -7,6 +7,7 @@ its options.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -244,7 +245,7 @@ class CAMExtractor(HookedExtractor):
         """
         sources = self._capture.sources()
         for name, src in zip(self.target_names, sources, strict=True):
-            if bool(src.detach().sum().isfinite()):  # one fast reduction; a NaN/Inf makes it non-finite
+            if math.isfinite(src.detach().sum().item()):  # one fast reduction; a NaN/Inf makes it non-finite
                 continue
             finite = torch.isfinite(src.detach().flatten(1)).all(dim=1)  # or the sum overflowed
             if not bool(finite.all()):

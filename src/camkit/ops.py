@@ -94,11 +94,14 @@ def normalize(cam: Tensor, eps: float = 0.0) -> Tensor:
     low = flat.amin(dim=1, keepdim=True)
     high = flat.amax(dim=1, keepdim=True)
     span = high - low
-    wide = torch.isinf(span) & torch.isfinite(low) & torch.isfinite(high)  # the span overflows the dtype
-    half = 1.0 - 0.5 * wide.to(flat.dtype)  # 1, or 0.5 where the span overflows (both exact scalings)
+    # An infinite span of finite maps overflowed the dtype: halve everything there (an exact scaling).
+    # Where the map itself holds +-Inf the halving changes nothing (the output is NaN/0 either way).
+    half = span.isinf().to(flat.dtype).mul_(-0.5).add_(1.0)  # 1, or 0.5 where the span is infinite
     low_half = low * half
-    denom = torch.where(wide, high * half - low_half, span) + eps
-    denom = torch.where(span > 0, denom, torch.full_like(denom, float("inf")))  # flat map: 0 / inf = 0
+    denom = high * half - low_half
+    if eps:
+        denom = denom + eps
+    denom = torch.where(span > 0, denom, float("inf"))  # flat map: 0 / inf = 0
     # flat * half is exact; the shift and the division then run in place on that fresh tensor
     return flat.mul(half).sub_(low_half).div_(denom).view_as(cam)
 

@@ -305,9 +305,14 @@ class CAMMethod:
 
     @staticmethod
     def _postprocess(cams: list[Tensor], size: Sequence[int]) -> Tensor:
-        """ReLU, min-max and resize per layer; then ReLU, mean over layers and min-max."""
+        """ReLU, min-max and resize per layer; then ReLU, mean over layers and min-max.
+
+        For one layer the first min-max is skipped: resizing commutes with a positive affine map
+        (its weights sum to 1) and the final min-max removes any, so the maps are the same; a flat
+        map stays flat through :func:`camkit.ops.upsample` and ends as zeros either way.
+        """
+        if len(cams) == 1:
+            return ops.normalize(ops.upsample(torch.relu(cams[0]), size))
         per_layer = [ops.upsample(ops.normalize(torch.relu(cam)), size) for cam in cams]
-        if len(per_layer) == 1:  # resized [0, 1] maps are >= 0: the ReLU and the mean of one change nothing
-            return ops.normalize(per_layer[0])
         fused = torch.relu(torch.stack(per_layer, dim=1)).mean(dim=1)
         return ops.normalize(fused)
