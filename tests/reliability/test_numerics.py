@@ -83,6 +83,17 @@ def test_normalize_property(maps_: Any) -> None:
         assert (rows[spans].gather(1, order).diff(dim=1) >= 0).all()
 
 
+@pytest.mark.parametrize("eps", [0.0, 1e-3])
+def test_normalize_matches_the_formula_in_float64(eps: float) -> None:
+    scales = torch.tensor([1e-30, 1.0, 1e3, 1e30]).view(4, 1, 1)  # normal floats of every magnitude
+    cam = torch.randn(4, 5, 6, generator=torch.Generator().manual_seed(0)) * scales
+    flat = cam.double().flatten(1)
+    low, high = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
+    expected = ((flat - low) / (high - low + eps)).view_as(cam)
+    torch.testing.assert_close(ops.normalize(cam, eps=eps).double(), expected, rtol=2e-7, atol=1e-7)
+    torch.testing.assert_close(ops.normalize(cam.double(), eps=eps), expected, rtol=1e-15, atol=1e-15)
+
+
 @settings(max_examples=30, deadline=None, derandomize=True, database=None)
 @given(value=FINITE, size=st.integers(1, 6), target=st.integers(1, 12))
 def test_upsampled_flat_map_stays_flat(value: float, size: int, target: int) -> None:
