@@ -92,3 +92,32 @@ def test_metric_forwards_use_the_same_layout_rule(monkeypatch) -> None:
     plain = [deletion(model, x, maps, [0, 2], steps=5).per_sample, insertion(model, x, maps, steps=5).per_sample]
     for got, expected in zip(fast, plain, strict=True):
         torch.testing.assert_close(torch.as_tensor(got), torch.as_tensor(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_noisy_gradient_forwards_are_channels_last_and_give_the_contiguous_maps(monkeypatch) -> None:
+    from camkit.methods import SmoothGradCAMpp
+
+    model, x = _conv_net(), torch.rand(2, 3, 10, 10)
+
+    def smooth() -> Tensor:
+        with SmoothGradCAMpp(model, "2", num_samples=3, std=0.2, generator=torch.Generator().manual_seed(1)) as cam:
+            return cam([0, 2], model(x))[0]
+
+    seen: list[bool] = []
+    original = probe_module.ModelProbe._call
+
+    def spy(self, inputs, rows, call):  # type: ignore[no-untyped-def]
+        seen.append(inputs.is_contiguous(memory_format=torch.channels_last) and not inputs.is_contiguous())
+        return original(self, inputs, rows, call)
+
+    monkeypatch.setattr(probe_module.ModelProbe, "_call", spy)
+    fast = smooth()
+    assert seen
+    assert all(seen)
+    monkeypatch.setattr(probe_module, "_channels_last", lambda _model, _inputs: None)  # contiguous batches
+    seen.clear()
+    plain = smooth()
+    assert seen
+    assert not any(seen)
+    assert fast.abs().amax() > 0
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)

@@ -191,6 +191,9 @@ class ModelProbe:
     def gradients(self, inputs: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
         """Activation and ``dY/dA`` at this layer for ``inputs``, in eval mode.
 
+        The forward records no graph before this layer, and on CPU takes the batch in channels-last
+        order like :meth:`scores` (see :func:`perturbed_forward`).
+
         Args:
             inputs: a batch of (noisy) images (other arguments as in :meth:`scores`).
             rows: sample index of each input row.
@@ -202,7 +205,7 @@ class ModelProbe:
         autocast = self._autocast()  # read before recording() gives the capture fresh storage
         with self.capture.recording() as rec, eval_mode(self.model), torch.enable_grad(), autocast:
             with rec.lean():
-                out = self._call(inputs, rows, call)
+                out = perturbed_forward(self.model, inputs, lambda batch: self._call(batch, rows, call))
             score = self.target(out, rows).sum()
             grads = rec.gradients(score)
             return rec.activations()[self.layer], grads[self.layer].detach()
