@@ -155,7 +155,7 @@ class CAMExtractor(HookedExtractor):
                     f"scores have batch {logits.shape[0]} but the captured activations have batch {batch}: "
                     "pass the output of the forward that produced the activations"
                 )
-            target.classes(batch, logits.shape[1])
+            target.validate(batch, logits.shape[1])
 
     def __call__(
         self,

@@ -92,16 +92,16 @@ def normalize(cam: Tensor, eps: float = 0.0) -> Tensor:
         >>> normalize(torch.tensor([[-3e38, 0.0, 3e38]]))
         tensor([[0.0000, 0.5000, 1.0000]])
     """
-    # Ten small ops: on the per-call path of a small network each op costs more than its arithmetic.
+    # Nine small ops: on the per-call path of a small network each op costs more than its arithmetic.
     flat = cam.flatten(1)
-    low = flat.amin(dim=1, keepdim=True).mul(0.5)  # out of place: amax and amin keep their outputs for autograd
-    high = flat.amax(dim=1, keepdim=True).mul(0.5)
-    denom = high - low
+    neg_low = flat.amin(dim=1, keepdim=True).mul(-0.5)  # out of place: amin and amax keep their outputs
+    denom = flat.amax(dim=1, keepdim=True).mul(0.5).add_(neg_low)  # (max - min) / 2, > 0 unless flat or NaN
     if eps:
         denom = denom + 0.5 * eps  # eps on the halved scale: (L - min) / (max - min + eps)
-    denom = torch.where(high > low, denom, float("inf"))  # a flat map: 0 / inf = 0 (NaN: NaN)
-    # flat * 0.5 is a fresh tensor; the shift and the division run in place on it
-    return flat.mul(0.5).sub_(low).div_(denom).view_as(cam)
+    denom = torch.where(denom > 0, denom, float("inf"))  # a flat map: 0 / inf = 0 (NaN stays NaN)
+    # L / 2 - min / 2 in one op (L / 2 is exact, so it rounds like the plain difference); then the
+    # division in place on that fresh tensor
+    return torch.add(neg_low, flat, alpha=0.5).div_(denom).view_as(cam)
 
 
 def interpolation_mode(spatial_dims: int) -> str:

@@ -42,7 +42,7 @@ def _plusplus_weights(a: Tensor, g1: Tensor, g2: Tensor, g3: Tensor) -> Tensor:
     total = _spatial_sum(a).reshape(*a.shape[:2], *([1] * (a.ndim - 2)))
     denom = 2 * g2 + total * g3
     ok = (g2 > 0) & (denom != 0)
-    alpha = torch.where(ok, g2 / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(g2))
+    alpha = g2 / torch.where(ok, denom, float("inf"))  # 0 where the formula is undefined (g2 = 0 or denom = 0)
     return _spatial_sum(alpha * torch.relu(g1))
 
 
@@ -71,7 +71,7 @@ def xgradcam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
     r"""XGrad-CAM weights :math:`w_k = \sum_{ij} g_k(i,j) A_k(i,j) / \sum_{mn} A_k(m,n)`."""
     total = _spatial_sum(a)
     num = _spatial_sum(_need(g) * a)
-    return torch.where(total != 0, num / torch.where(total != 0, total, torch.ones_like(total)), 0.0)
+    return num / torch.where(total != 0, total, float("inf"))  # weight 0 for a channel that sums to 0
 
 
 @register(

@@ -127,6 +127,20 @@ class ClassTarget:
         Raises:
             ValueError: on a list of the wrong length or an index out of range.
         """
+        self.validate(batch, num_classes)
+        values = self.indices if self.per_sample else self.indices * batch
+        return torch.tensor(values, dtype=torch.long)
+
+    def validate(self, batch: int, num_classes: int | None = None) -> None:
+        """Check the indices against a batch of ``batch`` samples and ``num_classes`` classes (see :meth:`classes`).
+
+        Args:
+            batch: the batch size.
+            num_classes: the number of classes, when known.
+
+        Raises:
+            ValueError: on a list of the wrong length or an index out of range.
+        """
         if self.per_sample and len(self.indices) != batch:
             raise ValueError(
                 f"class_idx has {len(self.indices)} entries but the batch has {batch} samples: "
@@ -137,8 +151,6 @@ class ClassTarget:
                 f"class_idx {max(self.indices)} is out of range: the model output has {num_classes} "
                 f"classes, so valid indices are 0..{num_classes - 1}"
             )
-        values = self.indices if self.per_sample else self.indices * batch
-        return torch.tensor(values, dtype=torch.long)
 
     def scores_of(self, output: Any) -> Tensor:
         """The class-score tensor this target reads in ``output`` (``output_key`` applied).
@@ -170,7 +182,7 @@ class ClassTarget:
         """
         scores = self.scores_of(output)
         if scores.ndim == 1 and not self.per_sample:
-            self.classes(1, scores.shape[0])
+            self.validate(1, scores.shape[0])
             return self._transform(scores)[self.indices[0]]
         if scores.ndim != 2:
             raise ValueError(
