@@ -48,7 +48,16 @@ warm-up forward under ``inference_mode``, with the peak reset to the current RSS
 ``--memory-method`` (default GradCAM) in every library and front door, and compare.
 
 Each timed case runs on its own deep copy of the model (hooks of one library never sit on a model
-another case runs). pytorch-grad-cam's progress bars are off (``TQDM_DISABLE=1``); ``--threads``
+another case runs). With glibc (Linux), the timing process pins the allocator (``--malloc pinned``,
+the default): ``mallopt`` fixes the mmap threshold at 1 GiB and the trim threshold at 2 GiB. By
+default glibc hands a large freed buffer (a batch-8 activation) back to the OS and the next
+allocation faults it in again, at a cost that depends on what the case timed before had freed, not
+on the case itself: at batch 8 on mobilenet_v2 two copies of the same floor drifted 0.8-1.1x apart
+that way. Pinned, every case reuses the heap, as a long-running process does. The memory children
+pin the other way (``MALLOC_MMAP_THRESHOLD_=131072``, see ``benchmarks/peakmem.py``) so that freed
+tensors leave the RSS. ``--malloc default`` keeps glibc's behaviour.
+
+pytorch-grad-cam's progress bars are off (``TQDM_DISABLE=1``); ``--threads``
 also sets OpenCV's thread count. pytorch-grad-cam's numpy work leaves worker threads spinning for
 ~0.1 s after a call, so the script sleeps ``--settle-ms`` (untimed) after each of its samples.
 
@@ -96,6 +105,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import argparse
 import contextlib
 import copy
+import ctypes
 import dataclasses
 import gc
 import importlib
@@ -194,6 +204,18 @@ class CudaTimer(Timer):
 
 
 CLOCKS: dict[str, Callable[[], int]] = {"wall": time.perf_counter_ns, "thread": time.thread_time_ns}
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def pin_malloc() -> str:
+    """Fix glibc's mmap and trim thresholds for this process (see the module docstring); what was done."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        pinned = libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 1 << 31) == 1
+    except (OSError, AttributeError):
+        pinned = False
+    return "glibc mmap threshold 1 GiB, trim threshold 2 GiB (pinned)" if pinned else "default (could not pin)"
 
 
 @dataclass
@@ -527,7 +549,8 @@ def header(device: torch.device, args: argparse.Namespace) -> list[str]:
         + ", ".join(f"{m} {_version(m)}" for m in VERSIONED),
         f"- timing: {args.rounds} interleaved rounds after {args.warmup} warm-up call(s) per case, {per_sample}; "
         f"a case slower than {args.slow_ms:g} ms per call (†) is timed with 1 call in {args.slow_rounds} of the "
-        f"rounds; {args.settle_ms:g} ms untimed pause after each pytorch-grad-cam sample",
+        f"rounds; {args.settle_ms:g} ms untimed pause after each pytorch-grad-cam sample; allocator: "
+        f"{getattr(args, 'allocator', 'default')}",
         "- ratio = median over rounds of t_case / t_reference within the same round; speed-up vs peer = median of "
         "t_peer / t_camkit; floor = forward without a graph before the target layer + gradient of the score w.r.t. "
         "the layer's output; floor (full graph) = the same after a grad-mode forward",
@@ -726,6 +749,7 @@ def to_json(
         "warmup": args.warmup,
         "inner": args.inner,
         "clock": "cuda events" if device.type == "cuda" else args.clock,
+        "allocator": getattr(args, "allocator", "default"),
         "seconds": seconds,
         "load_average_end": _load(),
         "results": [
@@ -795,6 +819,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=100.0,
         help="untimed pause after each pytorch-grad-cam sample, for its spinning BLAS/cv2 threads (default 100)",
+    )
+    parser.add_argument(
+        "--malloc",
+        choices=("pinned", "default"),
+        default="pinned",
+        help="pinned: fix glibc's mmap/trim thresholds in the timing process (see above); default: leave them",
     )
     parser.add_argument(
         "--perturbation-model",
@@ -902,6 +932,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             cv2.setNumThreads(args.threads)
     logging.getLogger("camkit").addFilter(_DropFullGradLayerWarning())
+    args.allocator = pin_malloc() if args.malloc == "pinned" else "default"
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     if device.type == "cuda":
         args.inner = args.inner or 10

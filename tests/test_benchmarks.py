@@ -1,0 +1,119 @@
+"""The benchmark suite's own machinery: paired ratios, verdicts, the CUDA-event timer, one tiny table.
+
+The suite (``benchmarks/latency.py``) decides the speed goals, so its arithmetic is tested like the
+library's. No wall-clock threshold is asserted: only that every case runs and the numbers are
+consistent.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import benchcases as bc
+import latency
+
+
+def _result(samples: dict[str, list[float | None]]) -> latency.Result:
+    rounds = len(next(iter(samples.values())))
+    result = latency.Result("gradient", "m", "m", "layer", 1, (3, 8, 8), 1, rounds)
+    result.samples = samples
+    return result
+
+
+def test_ratios_pair_rounds_and_skip_untimed_ones() -> None:
+    result = _result({"a": [2.0, None, 6.0, 8.0], "b": [1.0, 5.0, 2.0, 4.0], "c": [4.0, 1.0, 3.0, 1.0]})
+    assert result.ratios("a", "b") == [2.0, 3.0, 2.0]  # round 2 has no sample of "a"
+    assert result.ratio("a", "b") == 2.0
+    assert result.ratios("a", ["b", "c"]) == [2.0, 3.0, 8.0]  # several references: the fastest per round
+    assert math.isnan(_result({"x": [None], "y": [1.0]}).ratio("x", "y"))  # no paired round: no ratio
+
+
+@pytest.mark.parametrize(
+    ("value", "q1", "q3", "samples", "at_least", "status"),
+    [
+        (1.03, 1.01, 1.04, 10, False, "PASS"),
+        (1.08, 1.06, 1.10, 10, False, "FAIL"),
+        (1.04, 1.02, 1.07, 10, False, "INCONCLUSIVE"),  # the IQR straddles 1.05
+        (1.03, 1.01, 1.04, 2, False, "INCONCLUSIVE"),  # too few paired samples
+        (2.5, 2.2, 2.7, 10, True, "PASS"),
+        (1.5, 1.4, 1.6, 10, True, "FAIL"),
+        (math.nan, math.nan, math.nan, 10, False, "INCONCLUSIVE"),
+    ],
+)
+def test_verdict_rules(value: float, q1: float, q3: float, samples: int, at_least: bool, status: str) -> None:
+    target = 2.0 if at_least else 1.05
+    verdict = latency.Verdict("goal", "case", value, q1, q3, samples, target, at_least)
+    assert verdict.status == status
+    assert verdict.line().startswith(f"goal: case at {value:.3f}x")
+    assert status in verdict.line()
+
+
+def test_cuda_timer_reports_the_mean_event_time_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU path's arithmetic and synchronization, with fake events (no GPU on the test machines)."""
+    log: list[str] = []
+
+    class FakeEvent:
+        def __init__(self, enable_timing: bool = False) -> None:
+            assert enable_timing
+            self.at: float | None = None
+
+        def record(self) -> None:
+            self.at = float(len(log))
+            log.append("record")
+
+        def synchronize(self) -> None:
+            log.append("event-sync")
+
+        def elapsed_time(self, end: Any) -> float:
+            return 12.0  # ms between the two events
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: log.append("sync"))
+    calls: list[int] = []
+    timer = latency.CudaTimer()
+    assert timer.measure(lambda: calls.append(1), 3) == 4.0  # 12 ms over 3 back-to-back calls
+    assert len(calls) == 3
+    assert log == ["sync", "record", "record", "event-sync"]  # queued work drained before the first event
+    timer.sync()
+    assert log[-1] == "sync"
+
+
+def _tiny() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5),
+    )  # fmt: skip
+
+
+def test_a_tiny_table_runs_every_case_and_decides_its_goals() -> None:
+    pytest.importorskip("torchcam")
+    pytest.importorskip("pytorch_grad_cam")
+    spec = bc.ModelSpec("tiny", _tiny, "3", "3", "tiny CNN", input_shape=(3, 16, 16), num_classes=5)
+    cases = bc.gradient_cases(spec, ["GradCAM"], ["GradCAM"])
+    torch.manual_seed(0)
+    result, ran = latency.run_batch(
+        spec, bc.build_model(spec, torch.device("cpu")), 2, cases, rounds=3, warmup=1, inner=1,
+        timer=latency.Timer(), device=torch.device("cpu"),
+    )  # fmt: skip
+    assert not result.errors
+    assert {c.label for c in ran} == {c.label for c in cases}
+    for label, samples in result.samples.items():
+        assert len(samples) == 3, label
+        assert all(t is not None and t > 0 for t in samples), label
+    assert result.ratio(bc.FLOOR, bc.FLOOR) == 1.0
+    goals = {v.goal: v for v in latency.verdicts(result, ran)}
+    assert "compare × floor" in goals
+    assert "smallest speed-up vs TorchCAM" in goals
+    assert all(v.samples == 3 and v.status in ("PASS", "FAIL", "INCONCLUSIVE") for v in goals.values())
+    rows = latency.table(result, ran, absolute=False)
+    assert any(bc.FLOOR_COPY in row for row in rows)
+    assert any("camkit GradCAM (grad-cam-style)" in row for row in rows)
