@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -36,9 +38,8 @@ def _scorecam(model: nn.Module, layer: str, x: Tensor) -> Tensor:
         return extractor([0, 2], model(x))[0]
 
 
-def test_perturbation_batches_are_channels_last_on_cpu_and_give_the_contiguous_maps(monkeypatch) -> None:
-    model = _conv_net()
-    x = torch.rand(2, 3, 10, 10)
+def _fast_and_plain(monkeypatch, run: Callable[[], Tensor]) -> tuple[Tensor, Tensor]:  # type: ignore[no-untyped-def]
+    """``run()`` with the default layout rule (every probe batch channels-last), then with contiguous batches."""
     seen: list[bool] = []
     original = probe_module.ModelProbe._call
 
@@ -47,14 +48,21 @@ def test_perturbation_batches_are_channels_last_on_cpu_and_give_the_contiguous_m
         return original(self, inputs, rows, call)
 
     monkeypatch.setattr(probe_module.ModelProbe, "_call", spy)
-    fast = _scorecam(model, "2", x)
+    fast = run()
     assert seen
     assert all(seen)
     monkeypatch.setattr(probe_module, "_channels_last", lambda _model, _inputs: None)  # contiguous batches
     seen.clear()
-    plain = _scorecam(model, "2", x)
+    plain = run()
     assert seen
     assert not any(seen)
+    return fast, plain
+
+
+def test_perturbation_batches_are_channels_last_on_cpu_and_give_the_contiguous_maps(monkeypatch) -> None:
+    model = _conv_net()
+    x = torch.rand(2, 3, 10, 10)
+    fast, plain = _fast_and_plain(monkeypatch, lambda: _scorecam(model, "2", x))
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
 
 
@@ -103,21 +111,6 @@ def test_noisy_gradient_forwards_are_channels_last_and_give_the_contiguous_maps(
         with SmoothGradCAMpp(model, "2", num_samples=3, std=0.2, generator=torch.Generator().manual_seed(1)) as cam:
             return cam([0, 2], model(x))[0]
 
-    seen: list[bool] = []
-    original = probe_module.ModelProbe._call
-
-    def spy(self, inputs, rows, call):  # type: ignore[no-untyped-def]
-        seen.append(inputs.is_contiguous(memory_format=torch.channels_last) and not inputs.is_contiguous())
-        return original(self, inputs, rows, call)
-
-    monkeypatch.setattr(probe_module.ModelProbe, "_call", spy)
-    fast = smooth()
-    assert seen
-    assert all(seen)
-    monkeypatch.setattr(probe_module, "_channels_last", lambda _model, _inputs: None)  # contiguous batches
-    seen.clear()
-    plain = smooth()
-    assert seen
-    assert not any(seen)
+    fast, plain = _fast_and_plain(monkeypatch, smooth)
     assert fast.abs().amax() > 0
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-6)
