@@ -519,6 +519,15 @@ def test_adapter() -> None:
     assert soft.indices == [0, 0]
     scores = torch.tensor([[1.0, 5.0], [7.0, 2.0]])
     assert batched_target(None, scores, 2).indices == [1, 0]  # type: ignore[attr-defined]
+    # one class for every image: one column of the scores, the same values as one class per image
+    same = batched_target([ClassifierOutputTarget(1)] * 2, None, 2)
+    assert isinstance(same, ClassTarget)
+    assert not same.per_sample
+    assert same.indices == [1]
+    torch.testing.assert_close(same(scores), ClassTarget([1, 1])(scores))
+    rows = torch.tensor([1, 0])  # perturbation rows of images 1 and 0
+    torch.testing.assert_close(same(scores, rows), ClassTarget([1, 1])(scores, rows))
+    assert not batched_target(None, torch.tensor([[1.0, 5.0], [0.0, 2.0]]), 2).per_sample  # type: ignore[attr-defined]
     calls: list[int] = []
 
     def first(row: torch.Tensor) -> torch.Tensor:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from camkit.methods import CAM, GradCAM, ScoreCAM
+from camkit.targets import ClassTarget
 from conftest import make_extractor, tiny_cnn
 
 
@@ -44,6 +46,16 @@ def test_class_index_out_of_range(model: nn.Module) -> None:
             extractor(5, scores)
         with pytest.raises(ValueError, match=">= 0"):
             extractor(-1, scores)
+
+
+def test_one_class_target_reads_a_column() -> None:
+    scores = torch.arange(10.0).view(2, 5)
+    torch.testing.assert_close(ClassTarget(3)(scores), scores[:, 3])
+    torch.testing.assert_close(ClassTarget(np.int64(3))(scores), ClassTarget([3, 3])(scores))
+    with pytest.raises(ValueError, match=r"valid indices are 0\.\.4"):
+        ClassTarget(5)(scores)
+    with pytest.raises(TypeError, match="class_idx must be"):
+        ClassTarget(True)
 
 
 def test_class_list_wrong_length(model: nn.Module) -> None:
@@ -135,7 +147,6 @@ def test_unknown_method(model: nn.Module) -> None:
 
 
 def test_both_class_idx_and_targets(model: nn.Module) -> None:
-    from camkit.targets import ClassTarget
 
     with GradCAM(model, "3") as extractor:
         scores = model(torch.rand(1, 3, 8, 8))

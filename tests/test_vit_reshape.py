@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from camkit.compat.gradcam.utils.reshape_transforms import vit_reshape_transform
+from camkit.methods import GradCAM
 from camkit.reshape import (
     TokenLayout,
     TransformerInfo,
@@ -121,3 +122,32 @@ def test_multihead_self_attention_recomputes_the_module() -> None:
     assert multihead_self_attention(mha, (x, x.clone(), x), {}) is None  # cross-attention
     assert attention_kind(mha) == "torch"
     assert attention_kind(nn.Linear(2, 2)) is None
+
+
+class _AnySizeTokens(nn.Module):
+    """Patches of 8 px as tokens after one class token, for inputs of any size (no patch size declared)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 6, 8, stride=8)
+        self.block = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        patches = self.embed(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([patches.mean(dim=1, keepdim=True), patches], dim=1)
+        return self.head(self.block(tokens).mean(dim=1))
+
+
+def test_the_layout_follows_the_input_size_from_call_to_call() -> None:
+    torch.manual_seed(0)
+    model = _AnySizeTokens().eval()
+    with GradCAM(model, "block") as extractor:
+        for size, grid in [((32, 32), (4, 4)), ((32, 64), (4, 8)), ((32, 32), (4, 4)), ((64, 32), (8, 4))]:
+            x = torch.rand(2, 3, *size)
+            cam = extractor(1, model(x), normalized=False)[0]
+            assert cam.shape == (2, *grid)
+            explicit = GradCAM(model, "block", reshape_transform=TokenLayout("tokens", *grid, prefix=1))
+            with explicit:
+                expected = explicit(1, model(x), normalized=False)[0]
+            torch.testing.assert_close(cam, expected, rtol=0, atol=0)

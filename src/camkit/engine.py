@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from camkit.ops import autocast_enabled
+
 __all__ = [
     "autocast_state",
     "candidate_layers",
@@ -111,15 +113,13 @@ def reference_tensor(model: nn.Module) -> Tensor | None:
 
 def autocast_state(device_type: str) -> tuple[str, torch.dtype] | None:
     """``(device_type, dtype)`` when autocast is on for that device type, else ``None`` (torch >= 2.1)."""
+    if not autocast_enabled(device_type):
+        return None
     try:
-        enabled = torch.is_autocast_enabled(device_type)  # torch >= 2.4
-        dtype = torch.get_autocast_dtype(device_type)
-    except (TypeError, AttributeError):  # older torch: per-device functions
-        if device_type == "cpu":
-            enabled, dtype = torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
-        else:
-            enabled, dtype = torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
-    return (device_type, dtype) if enabled else None
+        dtype = torch.get_autocast_dtype(device_type)  # torch >= 2.4
+    except AttributeError:  # older torch: per-device functions
+        dtype = torch.get_autocast_cpu_dtype() if device_type == "cpu" else torch.get_autocast_gpu_dtype()
+    return (device_type, dtype)
 
 
 def first_convolution(model: nn.Module) -> nn.Module | None:

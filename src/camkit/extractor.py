@@ -22,7 +22,7 @@ from camkit.inputs import ImageArg
 from camkit.layers import LayerSpec, resolve_layers
 from camkit.probe import GridProbe, ModelProbe
 from camkit.registry import MethodContext, MethodSpec, get_method
-from camkit.reshape import attention_kind, infer_layout, transformer_info
+from camkit.reshape import TokenLayout, attention_kind, infer_layout, transformer_info
 from camkit.targets import ClassTarget, Target
 
 __all__ = ["CAMExtractor", "HookedExtractor"]
@@ -99,6 +99,7 @@ class CAMExtractor(HookedExtractor):
             target_layer = self.spec.layers(model)
         self.target_names = resolve_layers(model, target_layer, self.input_shape)
         self._info = transformer_info(model)
+        self._layouts: dict[tuple[Any, ...], TokenLayout | None] = {}  # see _layout
         self.batch_size = batch_size
         self.options = options
         # Second derivatives (needs_hvp) do not pass fused attention kernels: capturing the attention
@@ -270,6 +271,9 @@ class CAMExtractor(HookedExtractor):
             size = self._info.image_size
         if size is None or len(size) != 2 or a.ndim not in (3, 4):
             return None
+        key = (layer, a.shape[1:], size)  # the same answer on every call with the same shapes
+        if key in self._layouts:
+            return self._layouts[key]
         name = self.target_names[layer]
         layout = infer_layout(tuple(a.shape), size, self._info, self.model.get_submodule(name))
         if layout is None and a.ndim == 3:
@@ -278,6 +282,9 @@ class CAMExtractor(HookedExtractor):
                 f"a patch grid with the aspect ratio of the {size[0]}x{size[1]} input; pass reshape_transform="
                 "camkit.reshape.TokenLayout('tokens', height, width, prefix=P) (or a function returning (N, C, H, W))"
             )
+        if len(self._layouts) >= 64:  # inputs of many sizes: keep the cache small
+            self._layouts.clear()
+        self._layouts[key] = layout
         return layout
 
     def _map(
@@ -303,8 +310,10 @@ class CAMExtractor(HookedExtractor):
             )
         if a.dtype in _LOW_PRECISION:
             a = a.float()
-        if g is not None:
-            g = (g if differentiable else g.detach()).to(a.dtype)
+        if g is not None and g.requires_grad and not differentiable:  # second-order methods' gradients
+            g = g.detach()
+        if g is not None and g.dtype != a.dtype:
+            g = g.to(a.dtype)
         ctx = MethodContext(
             model=self.model,
             layer=layer,

@@ -94,6 +94,23 @@ def test_normalize_matches_the_formula_in_float64(eps: float) -> None:
     torch.testing.assert_close(ops.normalize(cam.double(), eps=eps), expected, rtol=1e-15, atol=1e-15)
 
 
+def test_normalize_needs_a_map_per_sample() -> None:
+    with pytest.raises(ValueError, match=r"maps of shape \(N, \*S\)"):
+        ops.normalize(torch.rand(5))
+
+
+@pytest.mark.parametrize("shape", [(1, 7, 3, 3), (3, 5, 4), (2, 4, 2, 3, 2), (0, 4, 2, 2)])
+def test_combine_matches_the_weighted_sum_in_float64(shape: tuple[int, ...]) -> None:
+    gen = torch.Generator().manual_seed(1)
+    a, w = torch.randn(shape, generator=gen), torch.randn(shape[:2], generator=gen)
+    expected = (w.double().reshape(*shape[:2], *[1] * (len(shape) - 2)) * a.double()).sum(dim=1)
+    torch.testing.assert_close(ops.combine(w, a).double(), expected, rtol=1e-6, atol=1e-6)
+    per_position = w.reshape(*shape[:2], *[1] * (len(shape) - 2)).expand(shape)  # the broadcast path
+    torch.testing.assert_close(ops.combine(per_position, a).double(), expected, rtol=1e-6, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast must not lower the product's precision
+        assert ops.combine(w, a).dtype == torch.float32
+
+
 @settings(max_examples=30, deadline=None, derandomize=True, database=None)
 @given(value=FINITE, size=st.integers(1, 6), target=st.integers(1, 12))
 def test_upsampled_flat_map_stays_flat(value: float, size: int, target: int) -> None:

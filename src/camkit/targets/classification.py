@@ -99,6 +99,9 @@ class ClassTarget:
 
     def __init__(self, class_idx: int | Sequence[int], *, output_key: OutputKey | None = None) -> None:
         self.output_key = output_key
+        if type(class_idx) is int and class_idx >= 0:  # the common case, without the checks below
+            self.per_sample, self.indices = False, [class_idx]
+            return
         if isinstance(class_idx, np.integer):
             class_idx = int(class_idx)
         if isinstance(class_idx, bool) or not isinstance(class_idx, (int, Sequence)):
@@ -189,7 +192,10 @@ class ClassTarget:
                 f"class scores must have shape (N, num_classes), got {tuple(scores.shape)}"
                 + (": add a batch dimension to the input (x.unsqueeze(0))" if scores.ndim == 1 else "")
             )
-        if self.per_sample and rows is not None:
+        if not self.per_sample:  # one class for every row: a column, no index tensor to build
+            self.validate(scores.shape[0], scores.shape[1])
+            return self._transform(scores).select(1, self.indices[0])
+        if rows is not None:
             classes = self.classes(len(self.indices), scores.shape[1])[rows.cpu()]
         else:
             classes = self.classes(scores.shape[0], scores.shape[1])

@@ -7,7 +7,8 @@ rows per image). :func:`batched_target` bridges the two:
 
 * ``None`` → the top-scoring class of every row (:class:`camkit.targets.ClassTarget`).
 * a list of :class:`~camkit.targets.ClassifierOutputTarget` (or of its softmax twin) → one
-  :class:`~camkit.targets.ClassTarget` with a class per image (one ``gather`` for the batch).
+  :class:`~camkit.targets.ClassTarget` with a class per image (one ``gather`` for the batch; one
+  column when every image asks for the same class).
 * anything else → :class:`PerSampleTargets`: rows grouped by image; a
   :class:`~camkit.targets.RowwiseTarget` is called once on all rows of its image, any other
   callable once per row on that row's output, and the scalars are stacked.
@@ -180,7 +181,8 @@ def batched_target(targets: Sequence[PerSampleTarget] | None, output: Any, batch
         ClassTarget([3, 1])
     """
     if targets is None:
-        return ClassTarget(top_classes(output))
+        top = top_classes(output)
+        return ClassTarget(top[0] if len(set(top)) == 1 else top)
     if callable(targets) or not isinstance(targets, Sequence):
         raise TypeError(
             f"targets must be a list with one target per image (or None), got {type(targets).__name__}; "
@@ -200,7 +202,10 @@ def batched_target(targets: Sequence[PerSampleTarget] | None, output: Any, batch
     keys = {repr(getattr(item, "output_key", None)) for item in items}
     if kinds <= {ClassifierOutputTarget} and len(keys) == 1:
         key = getattr(items[0], "output_key", None)
-        return ClassTarget([item.category for item in items], output_key=key)  # type: ignore[attr-defined]
+        categories = [item.category for item in items]  # type: ignore[attr-defined]
+        if len(set(categories)) == 1:  # one class for every image: a column of the scores, no gather
+            return ClassTarget(categories[0], output_key=key)
+        return ClassTarget(categories, output_key=key)
     if kinds <= {ClassifierOutputSoftmaxTarget}:
         return ClassProbabilityTarget([item.category for item in items])  # type: ignore[attr-defined]
     return PerSampleTargets(items)
