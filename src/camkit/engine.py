@@ -81,19 +81,22 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     """Put the model in eval mode for the block (no BatchNorm statistics update), then restore.
 
     Every module's train/eval flag is restored on exit, exceptions included; only the flags that
-    changed are written back, and a model already in eval mode is left untouched. camkit never
+    changed are written back. A model already in eval mode is left untouched: it is not switched,
+    and not walked again on exit (nothing in the block changes flags). camkit never
     changes a parameter's ``requires_grad`` (gradients come from ``torch.autograd.grad`` with
     respect to the captured activations), so there is nothing else to restore.
     """
     flags = _training_flags(model)
-    if True in flags.values():
+    changed = True in flags.values()
+    if changed:
         model.eval()
     try:
         yield
     finally:
-        for module, training in flags.items():
-            if module.training != training:
-                module.training = training
+        if changed:  # a model in eval mode was not touched, so it is not walked again
+            for module, training in flags.items():
+                if module.training != training:
+                    module.training = training
 
 
 def reference_tensor(model: nn.Module) -> Tensor | None:

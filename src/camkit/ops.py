@@ -143,10 +143,12 @@ def interpolation_mode(spatial_dims: int) -> str:
 
 
 def upsample(x: Tensor, size: Sequence[int]) -> Tensor:
-    """Resize maps ``(N, *S)`` or channels ``(N, C, *S)`` to ``size`` with (bi/tri)linear interpolation.
+    r"""Resize maps ``(N, *S)`` or channels ``(N, C, *S)`` to ``size`` with (bi/tri)linear interpolation.
 
     A constant map stays exactly constant: interpolation weights sum to 1 only up to rounding, and
-    :func:`normalize` would stretch that rounding noise of a flat map to ``[0, 1]``.
+    :func:`normalize` would stretch that rounding noise of a flat map to ``[0, 1]``. So each map is
+    interpolated relative to its minimum, which is added back afterwards (the span
+    :math:`\max - \min` must be finite in the map's dtype).
 
     Args:
         x: ``(N, *S)`` when ``len(size) == x.ndim - 1``, else ``(N, C, *S)``.
@@ -164,10 +166,10 @@ def upsample(x: Tensor, size: Sequence[int]) -> Tensor:
     if tuple(x.shape[-len(size) :]) == size:
         return x
     y = x if has_channels else x.unsqueeze(1)
-    spatial = tuple(range(2, y.ndim))
-    low, high = y.amin(dim=spatial, keepdim=True), y.amax(dim=spatial, keepdim=True)
-    y = F.interpolate(y, size=size, mode=interpolation_mode(len(size)), align_corners=False)
-    y = torch.where(low == high, low, y)  # flat maps stay exactly flat
+    low = y.amin(dim=tuple(range(2, y.ndim)), keepdim=True)
+    # A flat map minus its minimum is exactly 0 everywhere, and 0 interpolates to exactly 0. The
+    # minimum is added back in place on the interpolation's fresh output.
+    y = F.interpolate(y - low, size=size, mode=interpolation_mode(len(size)), align_corners=False).add_(low)
     return y if has_channels else y.squeeze(1)
 
 
