@@ -255,6 +255,18 @@ class Result:
         values = self.ratios(label, reference)
         return statistics.median(values) if values else math.nan
 
+    def pooled(self, pairs: Sequence[tuple[str, str]]) -> tuple[float, float, float]:
+        """Median and quartiles of the paired ratios of several ``(label, reference)`` pairs taken together.
+
+        The worst of several noisy medians is biased away from 1 (the maximum of four estimates of
+        the same ratio lies above it); pooling the rounds of cases that do the same work is not.
+        """
+        values = [v for label, reference in pairs for v in self.ratios(label, reference)]
+        if len(values) < 2:
+            return (values[0],) * 3 if values else (math.nan,) * 3
+        q1, median, q3 = statistics.quantiles(values, n=4)
+        return median, q1, q3
+
     def quartiles(self, label: str, reference: str | Sequence[str]) -> tuple[float, float]:
         """First and third quartiles of the paired ratio (its spread tells the noise)."""
         values = self.ratios(label, reference)
@@ -435,10 +447,17 @@ def verdicts(result: Result, cases: Sequence[Case]) -> list[Verdict]:
         value, (q1, q3) = result.ratio(num, den), result.quartiles(num, den)
         return Verdict(goal, case, value, q1, q3, len(result.ratios(num, den)), target, at_least)
 
+    def pooled(pairs: Sequence[tuple[str, str]]) -> str:
+        if len(pairs) < 2:
+            return ""
+        median, q1, q3 = result.pooled(pairs)
+        return f"all {len(pairs)} methods pooled: {median:.3f}x (interquartile range {q1:.3f}-{q3:.3f})"
+
     def worst(goal: str, rows: Sequence[Case], floor: str, target: float) -> None:
         if rows and floor in labels:
             row = max(rows, key=lambda c: result.ratio(c.label, floor))
-            out.append(check(goal, row.label, row.label, floor, target, False))
+            verdict = check(goal, row.label, row.label, floor, target, False)
+            out.append(dataclasses.replace(verdict, note=pooled([(c.label, floor) for c in rows])))
 
     out: list[Verdict] = []
     labels = {c.label for c in cases}
@@ -454,7 +473,9 @@ def verdicts(result: Result, cases: Sequence[Case]) -> list[Verdict]:
     torchcam_pairs = [c for c in _by_kind(cases, "torchcam-style") if c.peer in labels]
     if torchcam_pairs:
         low = min(torchcam_pairs, key=lambda c: result.ratio(str(c.peer), c.label))
-        out.append(check("smallest speed-up vs TorchCAM", low.label, str(low.peer), low.label, GOAL_TORCHCAM, True))
+        verdict = check("smallest speed-up vs TorchCAM", low.label, str(low.peer), low.label, GOAL_TORCHCAM, True)
+        note = pooled([(str(c.peer), c.label) for c in torchcam_pairs])
+        out.append(dataclasses.replace(verdict, note=note))
     gradient = [c for c in _by_kind(cases, "gradient") if c.peer in labels]
     if gradient:
         low = min(gradient, key=lambda c: result.ratio(str(c.peer), c.label))

@@ -8,6 +8,7 @@ consistent.
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,27 @@ def test_ratios_pair_rounds_and_skip_untimed_ones() -> None:
     assert result.ratio("a", "b") == 2.0
     assert result.ratios("a", ["b", "c"]) == [2.0, 3.0, 8.0]  # several references: the fastest per round
     assert math.isnan(_result({"x": [None], "y": [1.0]}).ratio("x", "y"))  # no paired round: no ratio
+
+
+def test_pooled_ratios_take_every_round_of_every_pair() -> None:
+    result = _result({"a": [2.0, 4.0, None], "b": [1.0, 3.0, 9.0], "f": [1.0, 2.0, 3.0]})
+    pooled = result.ratios("a", "f") + result.ratios("b", "f")  # [2, 2] + [1, 1.5, 3]
+    median, q1, q3 = result.pooled([("a", "f"), ("b", "f")])
+    assert median == 2.0
+    assert (q1, q3) == tuple(statistics.quantiles(pooled, n=4)[::2])
+    assert all(math.isnan(v) for v in _result({"x": [None], "y": [1.0]}).pooled([("x", "y")]))
+
+
+def test_worst_of_several_methods_notes_the_pooled_ratio() -> None:
+    methods = ["camkit A (torchcam-style, lean)", "camkit B (torchcam-style, lean)"]
+    result = _result({bc.FLOOR: [1.0] * 6, methods[0]: [1.0, 1.1, 1.0, 1.1, 1.0, 1.1], methods[1]: [1.2] * 6})
+    cases = [bc.Case(bc.FLOOR, "reference", bc.floor_lean)] + [
+        bc.Case(m, bc.OURS_LEAN, bc.extractor_case(bc.OURS, "GradCAM", lean=True), kind="lean") for m in methods
+    ]
+    (verdict,) = latency.verdicts(result, cases)
+    assert verdict.case == methods[1]  # the worst decides the goal
+    assert verdict.value == pytest.approx(1.2)
+    assert verdict.note == "all 2 methods pooled: 1.150x (interquartile range 1.025-1.200)"
 
 
 @pytest.mark.parametrize(
