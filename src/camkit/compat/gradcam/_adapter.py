@@ -159,6 +159,11 @@ def top_classes(output: Any) -> list[int]:
     return [int(c) for c in scores.detach().argmax(dim=1).tolist()]
 
 
+def _one_or_each(classes: list[Any]) -> Any:
+    """One class when every image asks for the same (a column of the scores, no gather), else the list."""
+    return classes[0] if len(set(classes)) == 1 else classes
+
+
 def batched_target(targets: Sequence[PerSampleTarget] | None, output: Any, batch: int) -> Target:
     """Build the batched camkit target for a pytorch-grad-cam ``targets`` argument.
 
@@ -181,8 +186,7 @@ def batched_target(targets: Sequence[PerSampleTarget] | None, output: Any, batch
         ClassTarget([3, 1])
     """
     if targets is None:
-        top = top_classes(output)
-        return ClassTarget(top[0] if len(set(top)) == 1 else top)
+        return ClassTarget(_one_or_each(top_classes(output)))
     if callable(targets) or not isinstance(targets, Sequence):
         raise TypeError(
             f"targets must be a list with one target per image (or None), got {type(targets).__name__}; "
@@ -202,10 +206,7 @@ def batched_target(targets: Sequence[PerSampleTarget] | None, output: Any, batch
     keys = {repr(getattr(item, "output_key", None)) for item in items}
     if kinds <= {ClassifierOutputTarget} and len(keys) == 1:
         key = getattr(items[0], "output_key", None)
-        categories = [item.category for item in items]  # type: ignore[attr-defined]
-        if len(set(categories)) == 1:  # one class for every image: a column of the scores, no gather
-            return ClassTarget(categories[0], output_key=key)
-        return ClassTarget(categories, output_key=key)
+        return ClassTarget(_one_or_each([item.category for item in items]), output_key=key)  # type: ignore[attr-defined]
     if kinds <= {ClassifierOutputSoftmaxTarget}:
         return ClassProbabilityTarget([item.category for item in items])  # type: ignore[attr-defined]
     return PerSampleTargets(items)
