@@ -52,6 +52,8 @@ def autocast_enabled(device_type: str) -> bool:
         return bool(torch.is_autocast_enabled(device_type))  # torch >= 2.4
     except TypeError:  # older torch: one function per device type
         return bool(torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled())
+    except RuntimeError:  # a device type autocast does not know ("meta"): nothing runs under autocast there
+        return False
 
 
 def combine(weights: Tensor, activation: Tensor) -> Tensor:

@@ -109,6 +109,7 @@ def test_combine_matches_the_weighted_sum_in_float64(shape: tuple[int, ...]) -> 
     torch.testing.assert_close(ops.combine(per_position, a).double(), expected, rtol=1e-6, atol=1e-6)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast must not lower the product's precision
         assert ops.combine(w, a).dtype == torch.float32
+    assert ops.combine(w.to("meta"), a.to("meta")).shape == expected.shape  # no autocast on meta tensors
 
 
 @settings(max_examples=30, deadline=None, derandomize=True, database=None)
