@@ -99,19 +99,17 @@ class ClassTarget:
 
     def __init__(self, class_idx: int | Sequence[int], *, output_key: OutputKey | None = None) -> None:
         self.output_key = output_key
-        if type(class_idx) is int and class_idx >= 0:  # the common case, without the checks below
-            self.per_sample, self.indices = False, [class_idx]
-            return
-        if isinstance(class_idx, np.integer):
+        if isinstance(class_idx, (int, np.integer)) and not isinstance(class_idx, bool):
             class_idx = int(class_idx)
-        if isinstance(class_idx, bool) or not isinstance(class_idx, (int, Sequence)):
+            values = [class_idx]
+        elif isinstance(class_idx, Sequence):
+            values = [int(v) if isinstance(v, np.integer) else v for v in class_idx]
+            if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+                raise TypeError(f"class_idx must contain ints, got {values!r}")
+        else:
             raise TypeError(
                 f"class_idx must be an int or a list of ints (one per sample), got {type(class_idx).__name__}"
             )
-        values = [class_idx] if isinstance(class_idx, int) else list(class_idx)
-        values = [int(v) if isinstance(v, np.integer) else v for v in values]
-        if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
-            raise TypeError(f"class_idx must contain ints, got {values!r}")
         if any(v < 0 for v in values):
             raise ValueError(f"class_idx must be >= 0, got {class_idx!r}")
         self.per_sample = not isinstance(class_idx, int)
