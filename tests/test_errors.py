@@ -141,6 +141,17 @@ def test_cam_needs_single_linear() -> None:
         CAM(two_heads, "0")
 
 
+def test_cam_head_choice_logged_once_per_model(caplog: pytest.LogCaptureFixture) -> None:
+    # a dataset run builds an extractor per batch: the automatic head choice is said once per model
+    first, second = tiny_cnn().eval(), tiny_cnn().eval()
+    with caplog.at_level("WARNING", logger="camkit"):
+        for net in (first, first, second, first):
+            with CAM(net, "3") as extractor:
+                extractor(0, net(torch.rand(1, 3, 8, 8)))
+    said = [r.getMessage() for r in caplog.records if "no fc_layer given" in r.getMessage()]
+    assert said == ["no fc_layer given: using '8' (said once per model)"] * 2
+
+
 def test_unknown_method(model: nn.Module) -> None:
     with pytest.raises(ValueError, match="choose one of"):
         make_extractor("nosuchcam", model, "3")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 
 from torch import Tensor, nn
 
@@ -11,13 +12,15 @@ from camkit.registry import MethodContext, register
 __all__ = ["cam", "resolve_fc_weight"]
 
 logger = logging.getLogger("camkit")
+#: models whose automatic head choice was already logged (once per model, not once per batch of a run)
+_ANNOUNCED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 def resolve_fc_weight(model: nn.Module, fc_layer: nn.Module | str | None) -> Tensor:
     """The ``(num_classes, C)`` weight of the classification head used by CAM.
 
-    With ``fc_layer=None`` the model's only ``nn.Linear`` is used; a 1x1 convolution head is
-    accepted when named explicitly.
+    With ``fc_layer=None`` the model's only ``nn.Linear`` is used (the choice is logged once per
+    model, not on every call); a 1x1 convolution head is accepted when named explicitly.
 
     Args:
         model: the model.
@@ -40,7 +43,9 @@ def resolve_fc_weight(model: nn.Module, fc_layer: nn.Module | str | None) -> Ten
                 f"CAM needs one classification head after global pooling, but the model has {found}; "
                 "pass fc_layer=<name of the head> or use a gradient method such as GradCAM"
             )
-        logger.warning("no fc_layer given: using %r", linear[0])
+        if model not in _ANNOUNCED:
+            _ANNOUNCED.add(model)
+            logger.warning("no fc_layer given: using %r (said once per model)", linear[0])
         module = modules[linear[0]]
     elif isinstance(fc_layer, str):
         if fc_layer not in modules:
