@@ -134,6 +134,37 @@ def test_explain_matches_the_extractor_and_explains_topk():
         result.overlay("gradcam")
 
 
+def test_explain_runs_one_forward_per_method_and_its_first_gives_the_classes():
+    torch.manual_seed(0)
+    model = resnet18(num_classes=10).eval()
+    x = torch.rand(2, 3, 64, 64)
+    forwards = []
+    handle = model.register_forward_pre_hook(lambda _m, _a: forwards.append(1))
+    try:
+        result = explain(model, x, ["gradcam", "eigencam"], target_layer="layer4", topk=2)
+        assert len(forwards) == 2  # no extra forward to choose the classes
+        forwards.clear()
+        given = explain(model, x, "gradcam", target_layer="layer4", class_idx=[3, 7])
+        assert len(forwards) == 1
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        plain = model(x)
+    torch.testing.assert_close(result.probabilities, plain.softmax(dim=1))
+    torch.testing.assert_close(result.classes, plain.topk(2, dim=1).indices)
+    assert given.classes.tolist() == [[3], [7]]
+    with pytest.raises(ValueError, match=r"class_idx 10 is out of range.*0\.\.9"):
+        explain(model, x, "gradcam", target_layer="layer4", class_idx=10)
+    with pytest.raises(ValueError, match="method is empty"):
+        explain(model, x, [])
+
+
+def test_explain_names_the_fix_for_a_model_without_class_scores():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())  # a feature map, not class scores
+    with pytest.raises(ValueError, match=r"needs class scores \(N, num_classes\).*Wrapping a model"):
+        explain(net, torch.rand(1, 3, 8, 8), "gradcam", target_layer="0")
+
+
 def test_explain_on_files_gives_overlays(default_model):
     result = explain(default_model, [ASSETS / "coffee.png"], "gradcam")
     assert result.top(1)[0][0][:2] == (967, "espresso")

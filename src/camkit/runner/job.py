@@ -21,13 +21,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from camkit.explanation import run_methods
+from camkit.inputs import ModelInput
 from camkit.layers import LayerSpec, resolve_layers
 from camkit.models import DEFAULT_MODEL, LoadedModel, Preprocess, load_checkpoint, load_model
 from camkit.progress import Progress
 from camkit.registry import get_method, list_methods
 from camkit.runner.data import Batch, Items, Source, collate, dataset_source, folder_source, parse_target, target_text
 from camkit.runner.dist import Ranks, setup_ranks
-from camkit.runner.maps import batch_maps, chooser
+from camkit.runner.maps import chooser
 from camkit.runner.report import RunReport
 from camkit.runner.writer import PartWriter, RecordRow, prepare_store, read_status
 
@@ -345,8 +347,15 @@ def _one_batch(plan: _Plan, batch: Batch, writer: PartWriter, report: RunReport)
         x = (batch.x if len(keep) == len(batch.indices) else batch.x[keep]).to(plan.place, non_blocking=True)
         if plan.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        probabilities, classes, maps = batch_maps(
-            plan.loaded.model, x, plan.names, plan.layers, chooser(plan.rule, labels)
+        # one forward per method on the lean path; the first also gives the predictions and classes
+        probabilities, classes, maps, _ = run_methods(
+            plan.loaded.model,
+            ModelInput.of(x),
+            plan.names,
+            plan.layers.__getitem__,
+            chooser(plan.rule, labels),
+            batch_size=x.shape[0],
+            progress=False,
         )
         values, top = probabilities.topk(min(TOP_PREDICTIONS, probabilities.shape[1]), dim=1)
         dtype = _DTYPES[plan.dtype]

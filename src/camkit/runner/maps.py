@@ -1,4 +1,4 @@
-"""The maps of one batch: the single place where a run turns inputs into maps.
+"""The classes a dataset run explains (the maps come from :func:`camkit.explanation.run_methods`).
 
 Example:
     >>> import torch
@@ -9,76 +9,12 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from camkit.explanation import extractor_class
-from camkit.extractor import CAMExtractor
-from camkit.registry import get_method
-from camkit.targets import logits_of
-
-__all__ = ["batch_maps", "chooser"]
-
-
-def batch_maps(
-    model: nn.Module,
-    x: Tensor,
-    methods: Sequence[str],
-    layers: Mapping[str, list[str]],
-    choose: Callable[[Tensor], Tensor],
-) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-    """The maps of every method for one batch, at the target layer's resolution.
-
-    The first method's forward also gives the predictions, from which ``choose`` picks the
-    classes to explain; every further method runs its own forward. Forwards run on the lean path
-    (:meth:`~camkit.extractor.HookedExtractor.lean`: no autograd graph before the target layers),
-    gradient-free methods without autograd at all, as :func:`camkit.explain` runs them.
-
-    Args:
-        model: the model, in eval mode, on ``x``'s device.
-        x: the inputs ``(N, C, H, W)``.
-        methods: registry names.
-        layers: method → resolved target layer names.
-        choose: probabilities ``(N, classes)`` → the classes to explain ``(N, K)``.
-
-    Returns:
-        The softmax probabilities ``(N, classes)``, the explained classes ``(N, K)`` and method →
-        maps ``(N, K, h, w)`` in ``[0, 1]`` (the layers of a multi-layer method fused).
-
-    Example:
-        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
-        >>> probs, classes, maps = batch_maps(net, torch.rand(2, 3, 8, 8), ["gradcam"], {"gradcam": ["0"]},
-        ...                                   chooser(("topk", 2), [None, None]))
-        >>> probs.shape, classes.shape, maps["gradcam"].shape
-        (torch.Size([2, 3]), torch.Size([2, 2]), torch.Size([2, 2, 6, 6]))
-    """
-    probabilities: Tensor | None = None
-    classes: Tensor | None = None
-    maps: dict[str, Tensor] = {}
-    shape = tuple(x.shape[1:])
-    for name in methods:
-        build = extractor_class(name)
-        extra: dict[str, Any] = {"method": name} if build is CAMExtractor else {}
-        options: dict[str, Any] = {"batch_size": x.shape[0], "progress": False, **extra}
-        with build(model, target_layer=list(layers[name]), input_shape=shape, **options) as extractor:
-            # no autograd graph before the target layers; none at all for gradient-free methods
-            with extractor.lean() if get_method(name).needs_gradients else torch.no_grad():
-                scores = model(x)
-            if classes is None:
-                probabilities = logits_of(scores).detach().float().softmax(dim=1)
-                classes = choose(probabilities)
-            last = classes.shape[1] - 1
-            per_class = [
-                extractor.fuse_cams(extractor(classes[:, k].tolist(), scores, retain_graph=k < last))
-                for k in range(classes.shape[1])
-            ]
-        maps[name] = torch.stack(per_class, dim=1).detach()
-    assert probabilities is not None
-    assert classes is not None
-    return probabilities, classes, maps
+__all__ = ["chooser"]
 
 
 def chooser(rule: tuple[str, int], labels: list[int | None]) -> Callable[[Tensor], Tensor]:
