@@ -134,25 +134,36 @@ def test_explain_matches_the_extractor_and_explains_topk():
         result.overlay("gradcam")
 
 
-def test_explain_runs_one_forward_per_method_and_its_first_gives_the_classes():
+def test_explain_shares_one_forward_and_its_first_forward_gives_the_classes():
     torch.manual_seed(0)
     model = resnet18(num_classes=10).eval()
     x = torch.rand(2, 3, 64, 64)
+    shared = ["gradcam", "layercam", "eigencam"]
     forwards = []
     handle = model.register_forward_pre_hook(lambda _m, _a: forwards.append(1))
     try:
-        result = explain(model, x, ["gradcam", "eigencam"], target_layer="layer4", topk=2)
-        assert len(forwards) == 2  # no extra forward to choose the classes
+        result = explain(model, x, shared, target_layer="layer4", topk=2)
+        captured = len(forwards)
         forwards.clear()
-        given = explain(model, x, "gradcam", target_layer="layer4", class_idx=[3, 7])
-        assert len(forwards) == 1
+        given = explain(model, x, ["gradcam", "fullgrad"], target_layer="layer4", class_idx=[3, 7])
+        own = len(forwards)
     finally:
         handle.remove()
+    # one forward for the three methods, none of its own to choose the classes; FullGrad (its own
+    # layers) runs a forward of its own
+    assert captured == 1
+    assert own == 2
+    # a perturbation method shares the capture too (it re-runs the model from the captured input)
+    mixed = explain(model, x, ["gradcam", "ablationcam"], target_layer="layer4", topk=2, batch_size=64)
+    for name, maps in [*result.maps.items(), ("ablationcam", mixed.maps["ablationcam"])]:
+        alone = explain(model, x, name, target_layer="layer4", topk=2, batch_size=64)
+        assert torch.equal(maps, alone.maps[name]), name  # exactly what each method gives alone
     with torch.no_grad():
         plain = model(x)
     torch.testing.assert_close(result.probabilities, plain.softmax(dim=1))
     torch.testing.assert_close(result.classes, plain.topk(2, dim=1).indices)
     assert given.classes.tolist() == [[3], [7]]
+    assert given.layers["gradcam"] == ["layer4"]
     with pytest.raises(ValueError, match=r"class_idx 10 is out of range.*0\.\.9"):
         explain(model, x, "gradcam", target_layer="layer4", class_idx=10)
     with pytest.raises(ValueError, match="method is empty"):

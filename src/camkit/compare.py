@@ -25,13 +25,12 @@ import torch
 from torch import Tensor, nn
 
 from camkit import methods as _methods
-from camkit.capture import Capture
-from camkit.engine import eval_mode
-from camkit.explanation import extractor_class
+from camkit.engine import eval_mode, input_errors
 from camkit.extractor import CAMExtractor
 from camkit.inputs import ImageArg, ModelInput
 from camkit.layers import LayerSpec, resolve_layers
-from camkit.registry import MethodSpec, get_method
+from camkit.passes import build, shared_pass, shares_capture
+from camkit.registry import get_method
 from camkit.targets import ClassTarget, Target, logits_of
 
 __all__ = ["compare", "method_name"]
@@ -53,16 +52,6 @@ def method_name(method: str) -> str:
     if isinstance(found, type) and issubclass(found, CAMExtractor) and found.method:
         return found.method
     return get_method(method).name
-
-
-def _shares_capture(spec: MethodSpec) -> bool:
-    return spec.layers is None and not spec.needs_hvp and not extractor_class(spec.name).input_gradient
-
-
-def _build(spec: MethodSpec, model: nn.Module, layers: Any, options: dict[str, Any], **extra: Any) -> CAMExtractor:
-    build = extractor_class(spec.name)
-    named: dict[str, Any] = {"method": spec.name} if build is CAMExtractor else {}
-    return build(model, target_layer=layers, **named, **extra, **options)
 
 
 def compare(
@@ -114,32 +103,28 @@ def compare(
     if targets is not None and class_idx is not None:
         raise ValueError("pass at most one of targets and class_idx")
     specs = {name: get_method(name) for name in dict.fromkeys(method_name(m) for m in methods)}
-    shared = [s for s in specs.values() if _shares_capture(s)]
+    shared = [s for s in specs.values() if shares_capture(s)]
     results: dict[str, list[Tensor]] = {}
     call = ModelInput.of(x, image_arg)
-    layers = resolve_layers(model, target_layer, tuple(call.image.shape[1:])) if shared else []
     common = {"batch_size": batch_size, "image_arg": call.image_key, **options}
     with eval_mode(model), torch.inference_mode(False):
         if shared:
-            capture = Capture(model, layers, capture_input=any(s.needs_input for s in shared), image_arg=call.image_key)
-            with capture:
-                extractors = {s.name: _build(s, model, layers, common, capture=capture) for s in shared}
-                grad_methods = [s for s in shared if s.needs_gradients]
-                with capture.exclusive(), capture.lean() if grad_methods else torch.no_grad():
-                    scores = call(model)
-                target = _target(targets, class_idx, scores)
-                grads: list[Tensor | None] = [None] * len(layers)
-                if grad_methods:
-                    extractors[grad_methods[0].name]._check_scores(scores, target, call.batch)
-                    grads = list(capture.gradients(target(scores).sum()))
-                for spec in shared:
-                    given = grads if spec.needs_gradients else [None] * len(layers)
-                    results[spec.name] = extractors[spec.name].maps_from(target, given, normalized)
+            layers = resolve_layers(model, target_layer, tuple(call.image.shape[1:]))
+            per_target = shared_pass(
+                model,
+                call,
+                shared,
+                layers,
+                common,
+                lambda scores: [_target(targets, class_idx, scores)],
+                normalized=normalized,
+            )
+            results.update(per_target[0])
         for spec in specs.values():
             if spec.name in results:
                 continue
-            with _build(spec, model, target_layer if spec.layers is None else None, common) as extractor:
-                with extractor.own_forward(lean=spec.needs_gradients):
+            with build(spec, model, target_layer if spec.layers is None else None, common) as extractor:
+                with extractor.own_forward(lean=spec.needs_gradients), input_errors(call.image, model, "x"):
                     scores = call(model)
                 target = _target(targets, class_idx, scores)
                 results[spec.name] = extractor(scores=scores, targets=target, normalized=normalized)

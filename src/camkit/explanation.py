@@ -11,38 +11,26 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from camkit import methods as _methods
-from camkit import ops
-from camkit.engine import eval_mode, first_convolution, input_errors
-from camkit.extractor import CAMExtractor
+from camkit.engine import eval_mode, first_convolution
 from camkit.inputs import ImageArg, ModelInput
 from camkit.layers import LayerSpec
 from camkit.models import LoadedModel, Preprocess, load_model
+from camkit.passes import extractor_class, run_methods
 from camkit.registry import get_method, list_methods
-from camkit.targets import ClassTarget, logits_of
+from camkit.targets import ClassTarget
 
-__all__ = [
-    "Explanation",
-    "MethodMaps",
-    "class_probabilities",
-    "explain",
-    "extractor_class",
-    "method_maps",
-    "open_image",
-    "run_methods",
-]
+__all__ = ["Explanation", "explain", "extractor_class", "open_image"]
 
 ImageLike = str | os.PathLike[str] | Image.Image
 
@@ -120,15 +108,6 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
         raise ValueError(f"cannot read {str(file)!r} as an image ({error}); use a PNG, JPEG, ... file") from error
 
 
-def extractor_class(method: str) -> type[CAMExtractor]:
-    """The TorchCAM-style extractor class of a registry method (``CAMExtractor`` when it has none)."""
-    name = get_method(method).name  # raises with the list of methods for an unknown name
-    for value in vars(_methods).values():
-        if isinstance(value, type) and issubclass(value, CAMExtractor) and value.method == name:
-            return value
-    return CAMExtractor
-
-
 def _reads_signals(model: nn.Module) -> bool:
     """Whether the model's first convolution is 1-D (then a 3-D tensor is a batch of signals)."""
     return isinstance(first_convolution(model), nn.Conv1d)
@@ -153,156 +132,6 @@ def _device_of(model: nn.Module) -> torch.device:
     return ref.device if ref is not None else torch.device("cpu")
 
 
-class MethodMaps(NamedTuple):
-    """What :func:`method_maps` returns for one method."""
-
-    maps: Tensor  #: ``(N, K, *S)`` in ``[0, 1]``, one map per sample and explained class
-    layers: list[str]  #: the target layer(s) used
-    scores: Any  #: the model output of the method's forward
-    classes: Tensor  #: the explained classes ``(N, K)``
-
-
-def method_maps(
-    name: str,
-    net: nn.Module,
-    call: ModelInput,
-    classes: Tensor | Callable[[Any], Tensor],
-    layer: LayerSpec,
-    *,
-    batch_size: int | str,
-    size: Sequence[int] | None = None,
-    create_graph: bool = False,
-    **options: Any,
-) -> MethodMaps:
-    """One method's maps for the classes ``(N, K)``, from one forward of ``net`` (in eval mode).
-
-    The single place where :func:`explain` and a dataset run (:mod:`camkit.runner`) turn inputs
-    into maps. The forward runs on the lean path (no autograd graph before the target layers), with
-    the whole graph for ``create_graph``, and without autograd for gradient-free methods.
-
-    Args:
-        name: a registry name.
-        net: the model.
-        call: the model's input.
-        classes: the classes ``(N, K)``, or a function of the model output that picks them (so the
-            first method's forward also gives the predictions: no separate forward to choose classes).
-        layer: the target layer(s).
-        batch_size: inputs per forward for methods that re-run the model.
-        size: resize the maps to this size (then min-max normalize again); ``None`` keeps the layer's.
-        create_graph: maps that stay in the autograd graph (gradient and activation methods only).
-        **options: method options.
-
-    Returns:
-        A :class:`MethodMaps`.
-    """
-    build = extractor_class(name)
-    if create_graph and build.__call__ is not CAMExtractor.__call__:
-        raise ValueError(f"create_graph=True is not available for {name}: use a gradient or activation method")
-    extra: dict[str, Any] = {"method": name} if build is CAMExtractor else {}
-    x = call.image
-    with build(
-        net,
-        target_layer=layer,
-        input_shape=tuple(x.shape[1:]),
-        batch_size=batch_size,
-        image_arg=call.image_key,
-        **extra,
-        **options,
-    ) as extractor:
-        # lean: no graph before the target layers; the whole graph for create_graph; none without gradients
-        lean = get_method(name).needs_gradients and not create_graph
-        mode: Any = torch.enable_grad() if create_graph else contextlib.nullcontext() if lean else torch.no_grad()
-        with extractor.own_forward(lean=lean), mode, input_errors(x, net, "images"):
-            scores = call(net)  # one forward per method; the graph is kept until the last class
-        if callable(classes):
-            classes = classes(scores)
-        per_rank = []
-        for rank in range(classes.shape[1]):
-            keep = rank < classes.shape[1] - 1 or create_graph
-            wanted = classes[:, rank].tolist()
-            if create_graph:
-                cams = extractor(wanted, scores, retain_graph=keep, create_graph=True)
-            else:
-                cams = extractor(wanted, scores, retain_graph=keep)
-            fused = extractor.fuse_cams(cams)
-            per_rank.append(fused if size is None else ops.normalize(ops.upsample(fused, tuple(size))))
-        maps = torch.stack(per_rank, dim=1)
-        return MethodMaps(maps if create_graph else maps.detach(), list(extractor.target_names), scores, classes)
-
-
-def class_probabilities(scores: Any, batch: int) -> Tensor:
-    """Softmax of the model's class scores ``(N, num_classes)``, float32 and detached.
-
-    Raises:
-        ValueError: when the output holds no ``(N, num_classes)`` scores, naming the fix.
-    """
-    logits = logits_of(scores)
-    if logits.ndim != 2 or logits.shape[0] != batch:
-        raise ValueError(
-            f"camkit needs class scores (N, num_classes) from the model to choose the classes to explain, but "
-            f"its output has shape {tuple(logits.shape)}: wrap the model so it returns them (docs/any-model.md, "
-            "'Wrapping a model'), or explain another scalar with camkit.compare(..., targets=...)"
-        )
-    return logits.detach().float().softmax(dim=1)
-
-
-def run_methods(
-    net: nn.Module,
-    call: ModelInput,
-    names: Sequence[str],
-    layer_of: Callable[[str], LayerSpec],
-    choose: Callable[[Tensor], Tensor],
-    *,
-    batch_size: int | str,
-    size: Sequence[int] | None = None,
-    create_graph: bool = False,
-    **options: Any,
-) -> tuple[Tensor, Tensor, dict[str, Tensor], dict[str, list[str]]]:
-    """Every method's maps, one forward each; the first forward also chooses the classes.
-
-    The single place where :func:`explain` and a dataset run (:mod:`camkit.runner`) turn inputs
-    into maps: no separate forward to find the classes to explain.
-
-    Args:
-        net: the model, in eval mode.
-        call: the model's input.
-        names: registry names (at least one).
-        layer_of: method name → its target layer(s).
-        choose: the probabilities ``(N, num_classes)`` → the classes to explain ``(N, K)``.
-        batch_size: inputs per forward for methods that re-run the model.
-        size: see :func:`method_maps`.
-        create_graph: see :func:`method_maps`.
-        **options: method options.
-
-    Returns:
-        The probabilities ``(N, num_classes)``, the classes ``(N, K)``, method → maps ``(N, K, *S)``
-        and method → target layer(s).
-    """
-    batch = call.batch
-
-    def first(scores: Any) -> Tensor:
-        return choose(class_probabilities(scores, batch))
-
-    classes: Tensor | Callable[[Any], Tensor] = first
-    found: dict[str, MethodMaps] = {}
-    for name in names:
-        found[name] = method_maps(
-            name,
-            net,
-            call,
-            classes,
-            layer_of(name),
-            batch_size=batch_size,
-            size=size,
-            create_graph=create_graph,
-            **options,
-        )
-        classes = found[name].classes
-    head = found[names[0]]
-    maps = {name: f.maps for name, f in found.items()}
-    return class_probabilities(head.scores, batch), head.classes, maps, {name: f.layers for name, f in found.items()}
-
-
 def explain(
     model: nn.Module | LoadedModel | str,
     images: ImageLike | Sequence[ImageLike] | Tensor | tuple[Any, ...] | Mapping[str, Any],
@@ -320,10 +149,10 @@ def explain(
 ) -> Explanation:
     """Explain a model's top classes (or given classes) on images with one or more methods.
 
-    Each method runs through its TorchCAM-style extractor: one forward with hooks, then the
-    method's weights; maps are upsampled to the input size and min-max normalized per sample. The
-    first method's forward also gives the probabilities and the classes to explain (no extra
-    forward); see :func:`run_methods`.
+    Each method runs through its TorchCAM-style extractor (hooks on the model, then the method's
+    weights); maps are upsampled to the input size and min-max normalized per sample. The
+    first forward also gives the probabilities and the classes to explain (no extra forward), and
+    methods that read only the target layers share one forward (see :mod:`camkit.passes`).
 
     Args:
         model: a module, a :class:`~camkit.models.LoadedModel`, or a model name for

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from camkit.explanation import run_methods
 from camkit.inputs import ModelInput
 from camkit.layers import LayerSpec, resolve_layers
 from camkit.models import DEFAULT_MODEL, LoadedModel, Preprocess, load_checkpoint, load_model
+from camkit.passes import run_methods
 from camkit.progress import Progress
 from camkit.registry import get_method, list_methods
 from camkit.runner.data import Batch, Items, Source, collate, dataset_source, folder_source, parse_target, target_text
@@ -347,7 +347,8 @@ def _one_batch(plan: _Plan, batch: Batch, writer: PartWriter, report: RunReport)
         x = (batch.x if len(keep) == len(batch.indices) else batch.x[keep]).to(plan.place, non_blocking=True)
         if plan.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        # one forward per method on the lean path; the first also gives the predictions and classes
+        # lean forwards, shared by the methods that read only the target layers; the first also gives the
+        # predictions and the classes
         probabilities, classes, maps, _ = run_methods(
             plan.loaded.model,
             ModelInput.of(x),

@@ -1,4 +1,4 @@
-"""The classes a dataset run explains (the maps come from :func:`camkit.explanation.run_methods`).
+"""The classes a dataset run explains (the maps come from :func:`camkit.passes.run_methods`).
 
 Example:
     >>> import torch
