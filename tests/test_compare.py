@@ -12,6 +12,8 @@ from torchvision.models import resnet18
 import camkit
 from camkit.compare import method_name
 from camkit.explanation import extractor_class
+from camkit.inputs import ModelInput
+from camkit.passes import run_methods
 from camkit.registry import get_method
 from conftest import FAST_OPTIONS, METHODS, calibrated, tiny_cnn
 
@@ -120,3 +122,35 @@ def test_errors_name_the_fix(kwargs: dict[str, Any], match: str) -> None:
     model = tiny_cnn().eval()
     with pytest.raises(ValueError, match=match):
         camkit.compare(model, torch.rand(2, 3, 8, 8), **{"target_layer": "3", **kwargs})
+
+
+def test_run_methods_groups_by_layer_and_keeps_own_forwards_for_create_graph() -> None:
+    # explain's and dataset runs' path: one shared forward per distinct layer choice, top-2 classes
+    model, x = _model(), torch.rand(2, 3, 32, 32)
+    layer_of = {"gradcam": "layer4", "layercam": "layer3", "xgradcam": "layer4", "eigencam": "layer3"}.__getitem__
+    forwards: list[int] = []
+    handle = model.register_forward_pre_hook(lambda _m, _a: forwards.append(1))
+
+    def top2(probabilities: Tensor) -> Tensor:
+        return probabilities.topk(2, dim=1).indices
+
+    try:
+        probs, classes, maps, layers = run_methods(
+            model, ModelInput.of(x), ["gradcam", "layercam", "xgradcam", "eigencam"], layer_of, top2, batch_size=8
+        )
+        assert len(forwards) == 2  # layer4 group and layer3 group
+        forwards.clear()
+        _, _, graph_maps, _ = run_methods(
+            model, ModelInput.of(x), ["gradcam", "xgradcam"], layer_of, top2, batch_size=8, create_graph=True
+        )
+        assert len(forwards) == 2  # create_graph: each method its own full-graph forward
+    finally:
+        handle.remove()
+    assert layers == {"gradcam": ["layer4"], "layercam": ["layer3"], "xgradcam": ["layer4"], "eigencam": ["layer3"]}
+    torch.testing.assert_close(probs, model(x).softmax(dim=1))
+    for name, found in maps.items():
+        for rank in range(2):
+            alone = _alone(name, model, layer_of(name), x, classes[:, rank].tolist())[0]
+            assert torch.equal(found[:, rank], alone), (name, rank)
+    assert graph_maps["gradcam"].requires_grad
+    torch.testing.assert_close(graph_maps["gradcam"].detach(), maps["gradcam"])
