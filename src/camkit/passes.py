@@ -154,14 +154,14 @@ def method_maps(
     Returns:
         The maps ``(N, K, *S)`` in ``[0, 1]`` and the target layer names.
     """
-    cls = extractor_class(name)
-    if create_graph and cls.__call__ is not CAMExtractor.__call__:
+    spec = get_method(name)
+    if create_graph and extractor_class(name).__call__ is not CAMExtractor.__call__:
         raise ValueError(f"create_graph=True is not available for {name}: use a gradient or activation method")
     x = call.image
     options = {"batch_size": batch_size, "image_arg": call.image_key, "input_shape": tuple(x.shape[1:]), **options}
-    with build(get_method(name), net, layer, options) as extractor:
+    with build(spec, net, layer, options) as extractor:
         # lean: no graph before the target layers; the whole graph for create_graph; none without gradients
-        lean = get_method(name).needs_gradients and not create_graph
+        lean = spec.needs_gradients and not create_graph
         mode: Any = torch.enable_grad() if create_graph else contextlib.nullcontext() if lean else torch.no_grad()
         with extractor.own_forward(lean=lean), mode, input_errors(x, net, "images"):
             scores = call(net)  # the graph is kept until the last class
