@@ -20,6 +20,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import benchcases as bc
+import explain_cost
 import latency
 
 
@@ -137,3 +138,15 @@ def test_a_tiny_table_runs_every_case_and_decides_its_goals() -> None:
     rows = latency.table(result, ran, absolute=False)
     assert any(bc.FLOOR_COPY in row for row in rows)
     assert any("camkit GradCAM (grad-cam-style)" in row for row in rows)
+
+
+def test_explain_cost_counts_one_shared_forward_and_pairs_ratios_with_the_floor() -> None:
+    spec = bc.MODELS["resnet18"]
+    model, env = bc.build_model(spec, torch.device("cpu")), bc.make_env(spec, 1, torch.device("cpu"))
+    calls = explain_cost.cases(model, env)
+    forwards = {label: explain_cost.count_forwards(model, call) for label, call in calls.items() if label != "floor"}
+    assert list(forwards.values()) == [1, 1, 4]  # Grad-CAM; four sharing one forward; four one call each
+    ratios = explain_cost.measure(calls, rounds=2, inner=1)
+    assert sorted(ratios) == sorted(forwards)
+    assert all(len(v) == 2 and all(math.isfinite(r) and r > 0 for r in v) for v in ratios.values())
+    assert explain_cost.summary([1.0, 2.0, 3.0]).startswith("2.00 (")
