@@ -111,12 +111,12 @@ def shared_pass(
             scores = call(model)
         targets = targets_of(scores)
         per_target = []
+        none: list[Tensor | None] = [None] * len(layers)  # what a gradient-free method is handed
         for k, target in enumerate(targets):
-            grads: list[Tensor | None] = [None] * len(layers)
+            grads = none
             if grad_methods:
                 extractors[grad_methods[0].name]._check_scores(scores, target, call.batch)
                 grads = list(capture.gradients(target(scores).sum(), retain_graph=k < len(targets) - 1))
-            none: list[Tensor | None] = [None] * len(layers)
             per_target.append(
                 {
                     s.name: extractors[s.name].maps_from(target, grads if s.needs_gradients else none, normalized)
