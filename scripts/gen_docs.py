@@ -52,14 +52,7 @@ TRANSFORMERS = [
 
 
 def methods_table() -> str:
-    """One row per registry method: class, name, whether `scores` is needed, family, summary."""
-    import camkit.methods as methods
-
-    classes = {
-        value.method: name
-        for name, value in vars(methods).items()
-        if isinstance(value, type) and issubclass(value, camkit.CAMExtractor) and value.method
-    }
+    """One row per registry method: class, name, whether `scores` is needed, family, summary (all from the spec)."""
     rows = [
         "| class | registry name | needs `scores` | family | what it does |",
         "|---|---|---|---|---|",
@@ -68,7 +61,18 @@ def methods_table() -> str:
         spec = camkit.get_method(name)
         summary = spec.summary.split(": ", 1)[-1].rstrip(".").replace("|", "\\|")
         scores = "yes" if spec.needs_scores else "no"
-        rows.append(f"| `{classes.get(name, 'CAMExtractor')}` | `{name}` | {scores} | {spec.family} | {summary} |")
+        rows.append(f"| `{spec.class_name}` | `{name}` | {scores} | {spec.family} | {summary} |")
+    return "\n".join(rows)
+
+
+def options_table() -> str:
+    """One row per declared method option: method, option, default, what it does (from the specs)."""
+    rows = ["| method | option | default | what it does |", "|---|---|---|---|"]
+    for name in camkit.list_methods():
+        spec = camkit.get_method(name)
+        for key, option in spec.options.items():
+            doc = option.doc.replace("|", "\\|")
+            rows.append(f"| `{name}` | `{key}` | `{option.default!r}` | {doc} |")
     return "\n".join(rows)
 
 
@@ -162,6 +166,7 @@ def cli_help() -> str:
 
 GENERATORS: dict[str, Callable[[], str]] = {
     "methods": methods_table,
+    "options": options_table,
     "target-layers": target_layer_table,
     "transformers": transformer_table,
     "cli": cli_help,

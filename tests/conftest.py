@@ -12,8 +12,9 @@ from torch import nn
 
 import camkit
 from camkit.extractor import CAMExtractor
+from camkit.registry import ENGINE_SWITCHES
 
-# Options every method accepts (ignored by those that do not use them); std=0 makes noise methods
+# Options for every method (each gets those it declares: method_options); std=0 makes noise methods
 # deterministic, so batched and per-sample calls can be compared exactly.
 FAST_OPTIONS: dict[str, Any] = {"num_samples": 2, "batch_size": 64}
 
@@ -53,9 +54,22 @@ def calibrated(model: nn.Module, size: int = 64) -> nn.Module:
     return model.eval()
 
 
-def make_extractor(name: str, model: nn.Module, layer: Any, **options: Any) -> CAMExtractor:
+def method_options(name: str, **options: Any) -> dict[str, Any]:
+    """FAST_OPTIONS and ``options``, less those the method does not declare (engine switches kept)."""
+    spec = camkit.get_method(name)
     merged = {**FAST_OPTIONS, **options}
-    return CAMExtractor(model, layer, method=name, **merged)
+    return {k: v for k, v in merged.items() if k in spec.options or k in ENGINE_SWITCHES}
+
+
+def options_for(names: list[str], **options: Any) -> dict[str, Any]:
+    """FAST_OPTIONS and ``options``, less those none of the methods declares (engine switches kept)."""
+    merged = {**FAST_OPTIONS, **options}
+    declared = {key for name in names for key in camkit.get_method(name).options}
+    return {k: v for k, v in merged.items() if k in declared or k in ENGINE_SWITCHES}
+
+
+def make_extractor(name: str, model: nn.Module, layer: Any, **options: Any) -> CAMExtractor:
+    return CAMExtractor(model, layer, method=name, **method_options(name, **options))
 
 
 def all_hooks(model: nn.Module) -> int:

@@ -15,7 +15,7 @@ from camkit.explanation import extractor_class
 from camkit.inputs import ModelInput
 from camkit.passes import run_methods
 from camkit.registry import get_method
-from conftest import FAST_OPTIONS, METHODS, calibrated, tiny_cnn
+from conftest import FAST_OPTIONS, METHODS, calibrated, method_options, options_for, tiny_cnn
 
 DETERMINISTIC = [m for m in METHODS if not get_method(m).stochastic]
 STOCHASTIC = [m for m in METHODS if get_method(m).stochastic]
@@ -26,7 +26,7 @@ def _alone(name: str, model: nn.Module, layer: Any, x: Tensor, classes: list[int
     build = extractor_class(name)
     extra = {"method": name} if build is camkit.CAMExtractor else {}
     layer = layer if get_method(name).layers is None else None
-    with build(model, target_layer=layer, **extra, **FAST_OPTIONS, **options) as extractor:
+    with build(model, target_layer=layer, **extra, **method_options(name, **options)) as extractor:
         scores = model(x)
         return extractor(classes, scores)
 
@@ -100,7 +100,13 @@ def test_model_state_is_restored_and_no_hooks_left() -> None:
 
     model = tiny_cnn().train()
     before = [p.grad for p in model.parameters()]
-    camkit.compare(model, torch.rand(2, 3, 8, 8), ["gradcam", "scorecam", "fullgrad"], "3", **FAST_OPTIONS)
+    camkit.compare(
+        model,
+        torch.rand(2, 3, 8, 8),
+        ["gradcam", "scorecam", "fullgrad"],
+        "3",
+        **options_for(["gradcam", "scorecam", "fullgrad"]),
+    )
     assert model.training
     assert all(m.training for m in model.modules())
     assert [p.grad for p in model.parameters()] == before

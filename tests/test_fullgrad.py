@@ -80,13 +80,19 @@ def test_fullgrad_matches_reference() -> None:
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_fullgrad_layer_terms_through_generic_extractor() -> None:
+def test_generic_extractor_equals_the_fullgrad_class() -> None:
+    """The spec carries FullGrad's layers and its reduction: both classes give the one summed map."""
     model = _model()
-    x = torch.rand(1, 3, 6, 6, dtype=torch.float64)
-    with CAMExtractor(model, None, method="fullgrad") as extractor:
-        assert extractor.target_names == ["0", "1", "3"]
-        terms = extractor(1, model(x), normalized=False)
-    assert [t.shape for t in terms] == [(1, 6, 6), (1, 6, 6), (1, 3, 3)]
+    x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+    with CAMExtractor(model, None, method="fullgrad") as generic:
+        assert generic.target_names == ["0", "1", "3"]
+        got = generic([1, 2], model(x), normalized=False)
+    with FullGrad(model) as named:
+        expected = named([1, 2], model(x), normalized=False)
+    assert len(got) == 1
+    assert got[0].shape == (2, 6, 6)
+    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=0)
+    torch.testing.assert_close(got[0][1], _reference(model, x[1:], 2), rtol=1e-9, atol=1e-12)
 
 
 def test_fullgrad_needs_a_graph() -> None:

@@ -15,7 +15,7 @@ from camkit.explanation import extractor_class
 from camkit.inputs import ModelInput
 from camkit.registry import get_method
 from conftest import FAST_OPTIONS as _FAST
-from conftest import METHODS
+from conftest import METHODS, method_options
 
 FAST_OPTIONS = {**_FAST, "std": 0.0}  # noise methods without noise: batched and per-sample calls comparable
 TOL = {"rtol": 1e-4, "atol": 1e-5}  # float32 sums in another order (batch of 3 vs 1)
@@ -69,7 +69,7 @@ def _by_hand(name: str, net: TwoInput, x: Tensor, v: Tensor, classes: list[int])
         wrapped = Fixed(net, v[i : i + 1]).eval()
         build = extractor_class(name)
         extra = {"method": name} if build is camkit.CAMExtractor else {}
-        with build(wrapped, target_layer=layer, **extra, **FAST_OPTIONS) as extractor:
+        with build(wrapped, target_layer=layer, **extra, **method_options(name, **FAST_OPTIONS)) as extractor:
             scores = wrapped(x[i : i + 1])
             rows.append(extractor.fuse_cams(extractor(classes[i], scores)))
     return torch.cat(rows)
@@ -81,7 +81,7 @@ def test_torchcam_style_two_inputs_equal_the_hand_wrapper(name: str) -> None:
     layer = "features.2" if get_method(name).layers is None else None
     build = extractor_class(name)
     extra = {"method": name} if build is camkit.CAMExtractor else {}
-    with build(net, target_layer=layer, **extra, **FAST_OPTIONS) as extractor:
+    with build(net, target_layer=layer, **extra, **method_options(name, **FAST_OPTIONS)) as extractor:
         scores = net(x, v)
         maps = extractor.fuse_cams(extractor([1, 2, 3], scores))
     torch.testing.assert_close(maps, _by_hand(name, net, x, v, [1, 2, 3]), **TOL)

@@ -179,7 +179,8 @@ def test_against_float64_reference_3d(name: str) -> None:
 def _signed(name: str, a: Tensor, g: Tensor | None = None, **options: Any) -> Tensor:
     """A method's map before the ReLU (the combine step applied to weights)."""
     spec = camkit.get_method(name)
-    out = spec.weights(a, g, MethodContext(model=None, layer=0, target=None, options=options))
+    ctx = MethodContext(model=None, layer=0, target=None, options={**spec.defaults(), **options})
+    out = spec.weights(a, g, ctx)
     return out if spec.output == "map" else ops.combine(out, a)
 
 

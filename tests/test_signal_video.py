@@ -27,6 +27,7 @@ from camkit import ops
 from camkit.compat.gradcam.utils.model_targets import ClassifierOutputTarget
 from camkit.extractor import CAMExtractor
 from camkit.registry import get_method
+from conftest import method_options
 
 DTYPE = torch.float64
 RTOL = 1e-6
@@ -224,10 +225,13 @@ def assert_rel(actual: Tensor, expected: Tensor) -> None:
 def test_every_method_shapes(method: str, kind: str) -> None:
     build, make = KINDS[kind]
     model, x = build("linear"), make()
-    with CAMExtractor(model, "3", input_shape=tuple(x.shape[1:]), method=method, **OPTIONS) as extractor:
+    with CAMExtractor(
+        model, "3", input_shape=tuple(x.shape[1:]), method=method, **method_options(method, **OPTIONS)
+    ) as extractor:
         scores = model(x)
         cams = extractor(CLASSES, scores)
-    assert cams[0].shape == (2, *LAYER_SHAPE[kind])
+    reduced = get_method(method).reduce is not None  # FullGrad: one map at the input size
+    assert cams[0].shape == (2, *(tuple(x.shape[2:]) if reduced else LAYER_SHAPE[kind]))
     assert cams[0].dtype == DTYPE
     assert bool(torch.isfinite(cams[0]).all())
     assert float(cams[0].min()) >= 0

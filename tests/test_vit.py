@@ -20,7 +20,7 @@ from camkit.compat import gradcam as compat
 from camkit.extractor import CAMExtractor
 from camkit.layers import resolve_layers
 from camkit.methods import FullGrad
-from conftest import FAST_OPTIONS, METHODS, all_hooks
+from conftest import FAST_OPTIONS, METHODS, all_hooks, method_options
 from test_vit_models import FAMILIES, NAMED, Family, attention_flags, named
 
 
@@ -45,7 +45,7 @@ def options(family: Family, name: str, **extra: Any) -> dict[str, Any]:
     merged: dict[str, Any] = {**FAST_OPTIONS, "generator": torch.Generator().manual_seed(0), **extra}
     if name == "cam":
         merged["fc_layer"] = family.fc_layer
-    return merged
+    return method_options(name, **merged)
 
 
 def run(
@@ -71,8 +71,8 @@ def run(
 def test_every_method_maps_the_patch_grid(family: Family, name: str) -> None:
     model = model_of(family)
     cams = run(model, family.size, name, **options(family, name))
-    # FullGrad's own default layers are the biased convolutions: the patch embedding
-    grid = family.embed_grid if name == "fullgrad" else family.grid
+    # FullGrad sums its layers' terms (and the input term) at the input size
+    grid = (family.size, family.size) if camkit.get_method(name).reduce is not None else family.grid
     assert len(cams) == 1
     assert cams[0].shape == (2, *grid)
     assert torch.isfinite(cams[0]).all()
@@ -183,9 +183,9 @@ def test_named_models_cheap_methods(
 ) -> None:
     model, size = named_models[model_name]
     head = {"vit_b_16": "heads.head", "swin_tiny_patch4_window7_224": "head.fc"}.get(model_name, "head")
-    opts = {**FAST_OPTIONS, "fc_layer": head} if name == "cam" else FAST_OPTIONS
+    opts = method_options(name, fc_layer=head) if name == "cam" else method_options(name)
     cams = run(model, size, name, layer if name == "fullgrad" else None, batch=1, **opts)
-    assert cams[0].shape == (1, *grid)
+    assert cams[0].shape == (1, *((size, size) if camkit.get_method(name).reduce is not None else grid))
     assert torch.isfinite(cams[0]).all()
 
 

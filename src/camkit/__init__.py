@@ -12,8 +12,12 @@ from camkit.compare import compare as compare
 from camkit.explanation import Explanation as Explanation
 from camkit.explanation import explain as explain
 from camkit.extractor import CAMExtractor as CAMExtractor
+from camkit.registry import MethodContext as MethodContext
+from camkit.registry import Option as Option
 from camkit.registry import get_method as get_method
 from camkit.registry import list_methods as list_methods
+from camkit.registry import register as register
+from camkit.registry import unregister as unregister
 from camkit.runner import RunReport as RunReport
 from camkit.runner import open_store as open_store
 from camkit.runner import run as run
@@ -27,6 +31,8 @@ __all__ = [
     "ClassProbabilityTarget",
     "ClassTarget",
     "Explanation",
+    "MethodContext",
+    "Option",
     "RunReport",
     "__version__",
     "compare",
@@ -36,5 +42,7 @@ __all__ = [
     "methods",
     "metrics",
     "open_store",
+    "register",
     "run",
+    "unregister",
 ]

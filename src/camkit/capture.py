@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,7 +35,56 @@ from camkit.engine import _GATE, autocast_state
 from camkit.inputs import ImageArg, ModelInput
 from camkit.reshape import attention_kind, multihead_self_attention
 
-__all__ = ["Capture"]
+__all__ = ["Capture", "Recorded"]
+
+
+@dataclass
+class Recorded:
+    """What the last recorded forward left in a :class:`Capture`: all of it, in one place.
+
+    :meth:`Capture.reset` replaces it with an empty one and :meth:`Capture.recording` swaps it for
+    the length of a block, so no field can be forgotten by either.
+    """
+
+    #: each target layer's output (a copy), or ``None`` before a forward reached it
+    sources: list[Tensor | None]
+    #: why a layer's output could not be captured (a tuple output, ...), per layer
+    errors: list[str | None]
+    #: attention probabilities per attention module, and why they are missing
+    attention: list[Tensor | None]
+    attention_errors: list[str | None]
+    #: calls of each target layer in the last recorded forward (the last call is the captured one)
+    calls: list[int]
+    #: calls so far in a replacing forward
+    seen: list[int]
+    #: the model's image input of the last forward (``capture_input``)
+    input: Tensor | None = None
+    #: the last forward's call (every argument), with :attr:`input` as its image
+    call: ModelInput | None = None
+    input_error: str | None = None
+    #: ``(device type, dtype)`` of the autocast the last forward ran under, if any
+    autocast: tuple[str, torch.dtype] | None = None
+    #: ``d score / d input`` (``input_grad`` captures), set by :meth:`Capture.gradients`
+    input_grad: Tensor | None = None
+    #: spatial size of the model input of the last forward (``x.shape[2:]``)
+    input_size: tuple[int, ...] | None = None
+
+    @classmethod
+    def empty(cls, layers: int, attention: int) -> Recorded:
+        """Nothing recorded yet, for ``layers`` target layers and ``attention`` attention modules."""
+        return cls([None] * layers, [None] * layers, [None] * attention, [None] * attention, [0] * layers, [0] * layers)
+
+
+def _state_field(name: str, doc: str) -> Any:
+    """A read-write attribute of :class:`Capture` kept in its :class:`Recorded` state."""
+
+    def get(self: Capture) -> Any:
+        return getattr(self.state, name)
+
+    def put(self: Capture, value: Any) -> None:
+        setattr(self.state, name, value)
+
+    return property(get, put, doc=doc)
 
 
 class Capture(GradientsMixin):
@@ -143,22 +193,14 @@ class Capture(GradientsMixin):
 
     def reset(self) -> None:
         """Forget captured tensors (the hooks stay)."""
-        self._sources: list[Tensor | None] = [None] * len(self.layer_names)
-        self._errors: list[str | None] = [None] * len(self.layer_names)
-        self._attention: list[Tensor | None] = [None] * len(self.attention_names)
-        self._attention_errors: list[str | None] = [None] * len(self.attention_names)
-        # calls of each target layer in the last recorded forward (the last call is the captured one)
-        self._calls = [0] * len(self.layer_names)
-        self._seen = [0] * len(self.layer_names)  # calls so far in a replacing forward
-        self.input: Tensor | None = None
-        #: the last forward's call (every argument), with :attr:`input` as its image
-        self.call: ModelInput | None = None
-        self.input_error: str | None = None
-        #: ``(device type, dtype)`` of the autocast the last forward ran under, if any
-        self.autocast: tuple[str, torch.dtype] | None = None
-        self.input_grad: Tensor | None = None
-        #: spatial size of the model input of the last forward (``x.shape[2:]``)
-        self.input_size: tuple[int, ...] | None = None
+        self.state = Recorded.empty(len(self.layer_names), len(self.attention_names))
+
+    input = _state_field("input", "The model's image input of the last forward (``capture_input``).")
+    call = _state_field("call", "The last forward's call (every argument), with :attr:`input` as its image.")
+    input_error = _state_field("input_error", "Why the last forward's input could not be captured.")
+    autocast = _state_field("autocast", "``(device type, dtype)`` of the autocast the last forward ran under.")
+    input_grad = _state_field("input_grad", "``d score / d input`` of the last :meth:`gradients` call.")
+    input_size = _state_field("input_size", "Spatial size of the model input of the last forward.")
 
     def __enter__(self) -> Capture:
         self.attach()
@@ -170,27 +212,14 @@ class Capture(GradientsMixin):
     @contextlib.contextmanager
     def recording(self) -> Iterator[Capture]:
         """Capture into fresh storage for the block, then give back the previous tensors."""
-        names = (
-            "_sources",
-            "_errors",
-            "_attention",
-            "_attention_errors",
-            "input",
-            "call",
-            "input_error",
-            "input_size",
-            "autocast",
-            "_calls",
-        )
-        saved = [getattr(self, name) for name in names]
+        saved = self.state
         self.reset()
         token = _GATE.set(self)
         try:
             yield self
         finally:
             _GATE.reset(token)
-            for name, value in zip(names, saved, strict=True):
-                setattr(self, name, value)
+            self.state = saved
 
     @contextlib.contextmanager
     def lean(self) -> Iterator[None]:
@@ -244,7 +273,7 @@ class Capture(GradientsMixin):
         the call that was captured (the last) is replaced.
         """
         token = _GATE.set(self)
-        self._seen = [0] * len(self.layer_names)
+        self.state.seen = [0] * len(self.layer_names)
         self._replacement = (layer, output)
         try:
             yield
@@ -263,11 +292,11 @@ class Capture(GradientsMixin):
                 return None
             if self._replacement is not None:
                 layer, replacement = self._replacement
-                self._seen[idx] += 1
-                captured = self._calls[idx] in (0, self._seen[idx])  # 0: the count is unknown
+                self.state.seen[idx] += 1
+                captured = self.state.calls[idx] in (0, self.state.seen[idx])  # 0: the count is unknown
                 return replacement if layer == idx and captured else None
             if not isinstance(output, Tensor):
-                self._errors[idx] = (
+                self.state.errors[idx] = (
                     f"target layer {self.layer_names[idx]!r} returns a {type(output).__name__}, not a tensor; "
                     "choose a submodule that outputs the feature map tensor"
                 )
@@ -283,9 +312,9 @@ class Capture(GradientsMixin):
             ):
                 # Frozen layers before the target: differentiate from here on.
                 source = output.detach().requires_grad_(True)
-            self._sources[idx] = source
-            self._errors[idx] = None
-            self._calls[idx] += 1
+            self.state.sources[idx] = source
+            self.state.errors[idx] = None
+            self.state.calls[idx] += 1
             # The network continues on a copy, so in-place ops downstream leave `source` intact.
             return source.clone()
 
@@ -304,9 +333,9 @@ class Capture(GradientsMixin):
             else:
                 probs = output[1] if kind == "huggingface" and isinstance(output, tuple) else output
             if isinstance(probs, Tensor) and probs.ndim == 4 and probs.shape[-1] == probs.shape[-2]:
-                self._attention[idx], self._attention_errors[idx] = probs, None
+                self.state.attention[idx], self.state.attention_errors[idx] = probs, None
             else:
-                self._attention_errors[idx] = (
+                self.state.attention_errors[idx] = (
                     f"attention module {self.attention_names[idx]!r} gave no (N, heads, T, T) self-attention "
                     "probabilities (masks, cross-attention and added key/value tokens are not supported)"
                 )
@@ -318,9 +347,9 @@ class Capture(GradientsMixin):
         if not self._recording():
             return None
         if self._replacement is not None:
-            self._seen = [0] * len(self.layer_names)
+            self.state.seen = [0] * len(self.layer_names)
             return None
-        self._calls = [0] * len(self.layer_names)
+        self.state.calls = [0] * len(self.layer_names)
         try:
             call: ModelInput | None = ModelInput.from_call(tuple(args), kwargs, self.image_arg)
             self.input_error = None
@@ -357,7 +386,7 @@ class Capture(GradientsMixin):
             ValueError: if a layer did not run or returned a non-tensor.
         """
         out = []
-        for name, source, error in zip(self.layer_names, self._sources, self._errors, strict=True):
+        for name, source, error in zip(self.layer_names, self.state.sources, self.state.errors, strict=True):
             if error is not None:
                 raise ValueError(error)
             if source is None:
@@ -386,7 +415,9 @@ class Capture(GradientsMixin):
         Raises:
             ValueError: if a module did not run or gave no probabilities.
         """
-        for name, probs, error in zip(self.attention_names, self._attention, self._attention_errors, strict=True):
+        for name, probs, error in zip(
+            self.attention_names, self.state.attention, self.state.attention_errors, strict=True
+        ):
             if error is not None:
                 raise ValueError(error)
             if probs is None:
@@ -394,4 +425,4 @@ class Capture(GradientsMixin):
                     f"no attention was captured for {name!r}: run the forward (scores = model(x)) after "
                     "creating the extractor and before calling it"
                 )
-        return [p for p in self._attention if p is not None]
+        return [p for p in self.state.attention if p is not None]

@@ -21,15 +21,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from camkit import methods as _methods
-from camkit.engine import eval_mode, input_errors
-from camkit.extractor import CAMExtractor
 from camkit.inputs import ImageArg, ModelInput
 from camkit.layers import LayerSpec, resolve_layers
-from camkit.passes import build, shared_pass, shares_capture
+from camkit.passes import method_options, own_pass, shared_pass, shares_capture
 from camkit.registry import get_method
 from camkit.targets import ClassTarget, Target, logits_of
 
@@ -37,7 +33,7 @@ __all__ = ["compare", "method_name"]
 
 
 def method_name(method: str) -> str:
-    """The registry name of a registry name or a TorchCAM-style class name (case-insensitive).
+    """The registry name of a registry name or a class name of either front door (case-insensitive).
 
     Raises:
         ValueError: for an unknown name, listing the registry.
@@ -46,11 +42,6 @@ def method_name(method: str) -> str:
         >>> method_name("GradCAMpp"), method_name("Layer-CAM")
         ('gradcampp', 'layercam')
     """
-    if not isinstance(method, str):
-        raise TypeError(f"methods must be names (str), got {type(method).__name__}")
-    found = getattr(_methods, method, None)
-    if isinstance(found, type) and issubclass(found, CAMExtractor) and found.method:
-        return found.method
     return get_method(method).name
 
 
@@ -65,6 +56,10 @@ def compare(
     normalized: bool = True,
     batch_size: int | str = 32,
     image_arg: ImageArg = None,
+    progress: bool | None = None,
+    reforward: str = "auto",
+    reshape_transform: Any = None,
+    eigen_smooth: bool = False,
     **options: Any,
 ) -> dict[str, list[Tensor]]:
     """The maps of several methods from one forward and at most one backward.
@@ -88,7 +83,12 @@ def compare(
         normalized: min-max normalize each map to ``[0, 1]``.
         batch_size: inputs per forward for methods that re-run the model (``"auto"``: see :mod:`camkit.batching`).
         image_arg: which argument of a tuple/dict ``x`` is the image.
-        **options: method options for every method (``num_samples``, ``generator``, ...).
+        progress: a progress line for long perturbation runs (default: on a terminal).
+        reforward: how AblationCAM-like methods re-run the network (see :class:`camkit.CAMExtractor`).
+        reshape_transform: maps activations and gradients to ``(N, C, *S)`` (default: automatic).
+        eigen_smooth: the first principal component of the weighted activations instead of their sum.
+        **options: method options (``num_samples``, ``generator``, ...); each method gets those it
+            declares, and one that no method declares raises ``TypeError`` naming the closest.
 
     Returns:
         Registry name → one map ``(N, *S)`` per target layer, as the method's TorchCAM-style
@@ -97,38 +97,55 @@ def compare(
     Raises:
         ValueError: for an unknown method, both ``targets`` and ``class_idx``, or a misuse the
             extractors report.
+        TypeError: for an unknown option.
     """
     if isinstance(methods, str) or not methods:
         raise ValueError(f"methods must be a non-empty list of method names, got {methods!r}")
     if targets is not None and class_idx is not None:
         raise ValueError("pass at most one of targets and class_idx")
     specs = {name: get_method(name) for name in dict.fromkeys(method_name(m) for m in methods)}
+    mine = method_options(specs.values(), options, "compare", _KEYWORDS)
     shared = [s for s in specs.values() if shares_capture(s)]
     results: dict[str, list[Tensor]] = {}
     call = ModelInput.of(x, image_arg)
-    common = {"batch_size": batch_size, "image_arg": call.image_key, **options}
-    with eval_mode(model), torch.inference_mode(False):
-        if shared:
-            layers = resolve_layers(model, target_layer, tuple(call.image.shape[1:]))
-            per_target = shared_pass(
-                model,
-                call,
-                shared,
-                layers,
-                common,
-                lambda scores: [_target(targets, class_idx, scores)],
-                normalized=normalized,
+    switches = {
+        "batch_size": batch_size,
+        "image_arg": call.image_key,
+        "progress": progress,
+        "reforward": reforward,
+        "reshape_transform": reshape_transform,
+        "eigen_smooth": eigen_smooth,
+    }
+
+    def targets_of(scores: Any) -> list[Target]:
+        return [_target(targets, class_idx, scores)]
+
+    if shared:
+        layers = resolve_layers(model, target_layer, tuple(call.image.shape[1:]))
+        shared_maps = shared_pass(model, call, shared, layers, mine, targets_of, normalized=normalized, **switches)
+        results.update(shared_maps[0])
+    for spec in specs.values():
+        if spec.name not in results:
+            layer = target_layer if spec.layers is None else None
+            _, own_maps, _ = own_pass(
+                spec, model, call, layer, mine[spec.name], targets_of, normalized=normalized, **switches
             )
-            results.update(per_target[0])
-        for spec in specs.values():
-            if spec.name in results:
-                continue
-            with build(spec, model, target_layer if spec.layers is None else None, common) as extractor:
-                with extractor.own_forward(lean=spec.needs_gradients), input_errors(call.image, model, "x"):
-                    scores = call(model)
-                target = _target(targets, class_idx, scores)
-                results[spec.name] = extractor(scores=scores, targets=target, normalized=normalized)
+            results[spec.name] = own_maps[0]
     return {spec.name: results[spec.name] for spec in specs.values()}
+
+
+#: compare's own keyword arguments (named when an unknown option is close to one of them)
+_KEYWORDS = (
+    "targets",
+    "class_idx",
+    "normalized",
+    "batch_size",
+    "image_arg",
+    "progress",
+    "reforward",
+    "reshape_transform",
+    "eigen_smooth",
+)
 
 
 def _target(targets: Target | None, class_idx: int | Sequence[int] | None, scores: Any) -> Target:

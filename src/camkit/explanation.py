@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from camkit.engine import eval_mode, first_convolution
+from camkit.engine import first_convolution
 from camkit.inputs import ImageArg, ModelInput
 from camkit.layers import LayerSpec
 from camkit.models import LoadedModel, Preprocess, load_model
@@ -132,6 +132,23 @@ def _device_of(model: nn.Module) -> torch.device:
     return ref.device if ref is not None else torch.device("cpu")
 
 
+#: explain's own keyword arguments (named when an unknown option is close to one of them)
+_KEYWORDS = (
+    "target_layer",
+    "class_idx",
+    "topk",
+    "preprocess",
+    "categories",
+    "batch_size",
+    "image_arg",
+    "create_graph",
+    "progress",
+    "reforward",
+    "reshape_transform",
+    "eigen_smooth",
+)
+
+
 def explain(
     model: nn.Module | LoadedModel | str,
     images: ImageLike | Sequence[ImageLike] | Tensor | tuple[Any, ...] | Mapping[str, Any],
@@ -145,6 +162,10 @@ def explain(
     batch_size: int | str = 32,
     image_arg: ImageArg = None,
     create_graph: bool = False,
+    progress: bool | None = None,
+    reforward: str = "auto",
+    reshape_transform: Any = None,
+    eigen_smooth: bool = False,
     **options: Any,
 ) -> Explanation:
     """Explain a model's top classes (or given classes) on images with one or more methods.
@@ -174,13 +195,19 @@ def explain(
         create_graph: return maps that stay in the autograd graph, to use in a training loss (see
             :meth:`camkit.CAMExtractor.__call__`); gradient and activation methods only. The
             default returns detached maps from the lean path (no graph before the target layers).
-        **options: method options passed to every extractor (``num_samples``, ``generator``, ...).
+        progress: a progress line for long perturbation runs (default: on a terminal).
+        reforward: how AblationCAM-like methods re-run the network (see :class:`camkit.CAMExtractor`).
+        reshape_transform: maps activations and gradients to ``(N, C, *S)`` (default: automatic).
+        eigen_smooth: the first principal component of the weighted activations instead of their sum.
+        **options: method options (``num_samples``, ``generator``, ...); each method gets those it
+            declares, and one that no method declares raises ``TypeError`` naming the closest.
 
     Returns:
         An :class:`Explanation` with the maps, classes and probabilities.
 
     Raises:
         ValueError: for an unknown method, a bad ``topk``/``class_idx``, or unreadable images.
+        TypeError: for an unknown option.
     """
     loaded = load_model(model) if isinstance(model, str) else model
     if isinstance(loaded, LoadedModel):
@@ -196,8 +223,7 @@ def explain(
     if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
         raise ValueError(f"topk must be a positive int, got {topk!r}")
     call, views = _inputs(images, preprocess, image_arg, _reads_signals(net))
-    # inference-mode tensors cannot enter a graph; their clones out of inference mode can
-    call = call.to(_device_of(net)).map_tensors(lambda t: t.clone() if torch.is_inference(t) else t)
+    call = call.to(_device_of(net))
     x = call.image
 
     def choose(probabilities: Tensor) -> Tensor:
@@ -212,16 +238,18 @@ def explain(
     def layer_of(name: str) -> LayerSpec:
         return target_layer if get_method(name).layers is not None else default_layer
 
-    with eval_mode(net):  # no BatchNorm update, no dropout; every flag restored afterwards
-        probabilities, classes, maps, layers = run_methods(
-            net,
-            call,
-            names,
-            layer_of,
-            choose,
-            batch_size=batch_size,
-            size=x.shape[2:],
-            create_graph=create_graph,
-            **options,
-        )
+    switches = {"progress": progress, "reforward": reforward, "reshape_transform": reshape_transform}
+    probabilities, classes, maps, layers = run_methods(
+        net,
+        call,
+        names,
+        layer_of,
+        choose,
+        batch_size=batch_size,
+        size=x.shape[2:],
+        create_graph=create_graph,
+        switches={**switches, "eigen_smooth": eigen_smooth},
+        keywords=_KEYWORDS,
+        **options,
+    )
     return Explanation(maps, classes, probabilities, list(categories) if categories else None, layers, views)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -20,8 +20,15 @@ from camkit.capture import Capture
 from camkit.hooked import HookedExtractor
 from camkit.inputs import ImageArg
 from camkit.layers import LayerSpec, resolve_layers
-from camkit.probe import GridProbe, ModelProbe
-from camkit.registry import MethodContext, MethodSpec, get_method
+from camkit.probe import REFORWARD_MODES, GridProbe, ModelProbe
+from camkit.registry import (
+    ENGINE_SWITCHES,
+    ActivationWeights,
+    GradientWeights,
+    MethodContext,
+    MethodSpec,
+    get_method,
+)
 from camkit.reshape import TokenLayout, attention_kind, infer_layout, transformer_info
 from camkit.targets import ClassTarget, Target
 
@@ -47,17 +54,19 @@ class CAMExtractor(HookedExtractor):
             extractors (:func:`camkit.compare` does this); its owner attaches and removes it.
         image_arg: for models called with several inputs (``model(x, v)``, ``model(**inputs)``):
             which one is the image that perturbation methods modify (see :mod:`camkit.inputs`).
-        **options: method options (``num_samples``, ``std``, ``generator``, ``fc_weight``, ...), and:
-            ``progress=True|False``: progress line for long perturbation runs (default: on a terminal);
-            ``reforward="auto"|"fast"|"full"``: how AblationCAM-like methods re-run the network
-            (see :mod:`camkit.probe`); ``reshape_transform=fn``: maps activations and gradients to
-            ``(N, C, *S)`` before weighting (default: transformer token and channels-last outputs
-            are read as grids automatically, see :mod:`camkit.reshape`); ``eigen_smooth=True``:
-            the first principal component of the weighted activations instead of their sum.
+        reshape_transform: maps activations and gradients to ``(N, C, *S)`` before weighting
+            (default: transformer token and channels-last outputs are read as grids automatically,
+            see :mod:`camkit.reshape`).
+        eigen_smooth: the first principal component of the weighted activations instead of their sum.
+        progress: a progress line for long perturbation runs (default: on a terminal).
+        reforward: how AblationCAM-like methods re-run the network, ``"auto"``, ``"fast"`` or
+            ``"full"`` (see :mod:`camkit.probe`).
+        **options: the method's declared options (``camkit.get_method(name).options``: ``num_samples``,
+            ``std``, ``generator``, ...); an unknown one raises ``TypeError`` naming the closest.
 
     Raises:
         ValueError: for an unknown layer or method.
-        TypeError: for arguments of the wrong type.
+        TypeError: for an unknown option or an argument of the wrong type.
 
     Example:
         >>> import torch
@@ -71,8 +80,6 @@ class CAMExtractor(HookedExtractor):
     """
 
     method: ClassVar[str] = ""
-    #: also differentiate the score with respect to the model input (FullGrad's input term)
-    input_gradient: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -85,6 +92,10 @@ class CAMExtractor(HookedExtractor):
         enable_hooks: bool = True,
         capture: Capture | None = None,
         image_arg: ImageArg = None,
+        reshape_transform: Callable[[Tensor], Tensor] | None = None,
+        eigen_smooth: bool = False,
+        progress: bool | None = None,
+        reforward: str = "auto",
         **options: Any,
     ) -> None:
         name = method or self.method
@@ -92,7 +103,14 @@ class CAMExtractor(HookedExtractor):
             raise ValueError("pass method=<name>; see camkit.list_methods()")
         if batch_size != "auto" and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or 'auto', got {batch_size!r}")
+        if reshape_transform is not None and not callable(reshape_transform):
+            raise TypeError(f"reshape_transform must be callable or None, got {type(reshape_transform).__name__}")
+        if reforward not in REFORWARD_MODES:
+            raise ValueError(f"reforward must be one of {', '.join(REFORWARD_MODES)}, got {reforward!r}")
         self.spec: MethodSpec = get_method(name)
+        where = type(self).__name__ if method is None else f"{type(self).__name__}(method={self.spec.name!r})"
+        #: the method's options: every declared one, given or default (see ``camkit.get_method(name).options``)
+        self.options = self.spec.resolve_options(options, where, ENGINE_SWITCHES)
         self.model = model
         self.input_shape = tuple(input_shape)
         if target_layer is None and self.spec.layers is not None:
@@ -101,7 +119,10 @@ class CAMExtractor(HookedExtractor):
         self._info = transformer_info(model)
         self._layouts: dict[tuple[Any, ...], TokenLayout | None] = {}  # see _layout
         self.batch_size = batch_size
-        self.options = options
+        self.reshape_transform = reshape_transform
+        self.eigen_smooth = bool(eigen_smooth)
+        self.progress = progress
+        self.reforward = reforward
         # Second derivatives (needs_hvp) do not pass fused attention kernels: capturing the attention
         # switches timm/Hugging Face attention to their plain paths and routes torch's through a
         # recomputation, for the life of the hooks.
@@ -109,7 +130,7 @@ class CAMExtractor(HookedExtractor):
         if capture is not None:  # shared with other extractors (camkit.compare), owned by the caller
             if capture.layer_names != self.target_names or (self.spec.needs_input and not capture.capture_input):
                 raise ValueError("a shared capture must hook the same layers and keep the input if needed")
-            if attention or self.input_gradient:
+            if attention or self.spec.input_gradient:
                 raise ValueError(f"{self.spec.name} needs a capture of its own (attention or input gradients)")
             self._capture = capture
             return
@@ -117,14 +138,15 @@ class CAMExtractor(HookedExtractor):
             model,
             self.target_names,
             capture_input=self.spec.needs_input,
-            input_grad=self.input_gradient,
+            input_grad=self.spec.input_gradient,
             attention=attention,
             image_arg=image_arg,
         )
         self._own(self._capture, enable_hooks)
 
     def __repr__(self) -> str:
-        extra = "".join(f", {k}={v!r}" for k, v in self.options.items() if k != "fc_weight")
+        given = {k: v for k, v in self.options.items() if k != "fc_weight" and v is not self.spec.options[k].default}
+        extra = "".join(f", {k}={v!r}" for k, v in given.items())
         return f"{type(self).__name__}(target_layer={self.target_names}{extra})"
 
     # computing -------------------------------------------------------------------------------
@@ -137,7 +159,12 @@ class CAMExtractor(HookedExtractor):
             return targets
         return ClassTarget(class_idx)  # type: ignore[arg-type]
 
-    def _check_scores(self, scores: Any, target: Target, batch: int) -> None:
+    def check_scores(self, scores: Any, target: Target, batch: int) -> None:
+        """Check that ``scores`` fit ``target`` and the captured batch (or are given when needed).
+
+        Raises:
+            ValueError: naming the fix.
+        """
         if scores is None:
             if self.spec.needs_scores:
                 raise ValueError(
@@ -192,7 +219,7 @@ class CAMExtractor(HookedExtractor):
         target = self._target(class_idx, targets)
         sources = self._capture.sources()
         batch = sources[0].shape[0]
-        self._check_scores(scores, target, batch)
+        self.check_scores(scores, target, batch)
         x = self._capture.input
         if self.spec.needs_input and x is None:
             why = self._capture.input_error or "run the forward after creating the extractor"
@@ -201,11 +228,11 @@ class CAMExtractor(HookedExtractor):
             raise ValueError(f"captured input batch {x.shape[0]} differs from activation batch {batch}")
         # Nothing here changes the model's flags: gradients come from autograd.grad, and every
         # forward a method runs goes through ModelProbe, which restores the flags itself.
-        if create_graph and (self.spec.needs_input or self.spec.needs_hvp):
+        if create_graph and (self.spec.needs_input or self.spec.needs_hvp or self.spec.reduce is not None):
             raise ValueError(
                 f"create_graph=True needs a method whose map is a differentiable function of the activations "
-                f"and gradients (Grad-CAM, Grad-CAM++, LayerCAM, ...); {self.spec.name} re-runs the model or "
-                "uses second derivatives"
+                f"and gradients (Grad-CAM, Grad-CAM++, LayerCAM, ...); {self.spec.name} re-runs the model, "
+                "uses second derivatives or the input gradient"
             )
         grads: list[Tensor | None] = [None] * len(sources)
         hvps: list[Tensor | None] = [None] * len(sources)
@@ -256,16 +283,29 @@ class CAMExtractor(HookedExtractor):
                     "(torch.isfinite(x).all()) and the model's weights"
                 )
         hvps = hvps if hvps is not None else [None] * len(sources)
-        return [
-            self._map(i, src if create_graph else src.detach(), grads[i], target, normalized, hvps[i], create_graph)
+        reduce = self.spec.reduce
+        maps = [
+            self._map(
+                i,
+                src if create_graph else src.detach(),
+                grads[i],
+                target,
+                normalized and reduce is None,
+                hvps[i],
+                create_graph,
+            )
             for i, src in enumerate(sources)
         ]
+        if reduce is None:
+            return maps
+        with torch.no_grad():
+            total = reduce(maps, self._capture.input, self._capture.input_grad)
+        return [ops.normalize(total) if normalized else total]
 
     def _layout(self, layer: int, a: Tensor) -> Callable[[Tensor], Tensor] | None:
         """The user's ``reshape_transform``, else the inferred grid layout of a transformer output."""
-        explicit: Callable[[Tensor], Tensor] | None = self.options.get("reshape_transform")
-        if explicit is not None:
-            return explicit
+        if self.reshape_transform is not None:
+            return self.reshape_transform
         size = self._capture.input_size
         if size is None and self._info is not None:
             size = self._info.image_size
@@ -324,16 +364,19 @@ class CAMExtractor(HookedExtractor):
             hvp=None if hvp is None else hvp.detach().to(a.dtype),
         )
         if self.spec.needs_input:
-            reforward = self.options.get("reforward", "auto")
-            progress = self.options.get("progress")
             batch = self._auto_batch_size(layer, target) if self.batch_size == "auto" else int(self.batch_size)
-            probe = ModelProbe(self.model, self._capture, target, layer, batch, reforward, progress)
+            probe = ModelProbe(self.model, self._capture, target, layer, batch, self.reforward, self.progress)
             ctx.probe = probe if reshape is None else GridProbe(probe, reshape, source.detach())
         with torch.set_grad_enabled(differentiable):
-            out = self.spec.weights(a, g, ctx)
+            if self.spec.needs_gradients:
+                if g is None:
+                    raise ValueError(f"{self.spec.name} needs the gradient of the target: pass scores=model(x)")
+                out = cast(GradientWeights, self.spec.weights)(a, g, ctx)
+            else:
+                out = cast(ActivationWeights, self.spec.weights)(a, None, ctx)
             if self.spec.output == "map":
                 cam = out
-            elif self.options.get("eigen_smooth", False):
+            elif self.eigen_smooth:
                 cam = ops.first_component_projection(ops.expand_weights(out, a) * a)
             else:
                 cam = ops.combine(out, a)
@@ -374,8 +417,5 @@ class CAMExtractor(HookedExtractor):
             raise TypeError("cams must be the list of tensors returned by the extractor")
         if len(cams) == 1:
             return cams[0]
-        return ops.fuse(cls._scale_cams(cams), target_shape)
-
-    @staticmethod
-    def _scale_cams(cams: list[Tensor]) -> list[Tensor]:
-        return cams
+        scale = get_method(cls.method).fuse_scale if cls.method else None
+        return ops.fuse(cams if scale is None else [scale(cam) for cam in cams], target_shape)

@@ -1,21 +1,39 @@
-"""The lifecycle every extractor shares: hooks on, hooks off, and the blocks camkit runs forwards in."""
+"""The lifecycle every extractor and wrapper shares: :class:`Lifecycle`, and :class:`HookedExtractor`.
+
+Two kinds of object explain a model. A TorchCAM-style extractor keeps hooks on the model from its
+creation to the end of its ``with`` block (:class:`HookedExtractor`); a pytorch-grad-cam-style
+class, SESS and the meta methods hook the model only during a call. Both are a
+:class:`Lifecycle`: a context manager whose exit calls :meth:`~Lifecycle.release`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Iterator
 from typing import TypeVar
 
 from camkit.capture import Capture
 
-__all__ = ["HookedExtractor"]
+__all__ = ["HookedExtractor", "Lifecycle"]
 
 
-_E = TypeVar("_E", bound="HookedExtractor")
+_L = TypeVar("_L", bound="Lifecycle")
 
 
-class HookedExtractor:
+class Lifecycle:
+    """The context-manager base of every camkit extractor and wrapper: leaving ``with`` calls :meth:`release`."""
+
+    def __enter__(self: _L) -> _L:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Release what this object holds on the model (objects that hook only during a call hold nothing)."""
+
+
+class HookedExtractor(Lifecycle):
     """The lifecycle every extractor shares: a context manager over one :class:`Capture`.
 
     Subclasses set ``self._capture`` (attached) in ``__init__``; leaving the ``with`` block removes
@@ -36,12 +54,14 @@ class HookedExtractor:
         capture.attach()
         weakref.finalize(self, capture.remove)
 
-    def __enter__(self: _E) -> _E:
-        return self
+    @property
+    def capture(self) -> Capture:
+        """The capture this extractor reads (its hooks on the target layers)."""
+        return self._capture
 
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
+        """Remove every hook and forget the captured tensors (what leaving the ``with`` block does)."""
         self.remove_hooks()
-        self.reset_hooks()
 
     def remove_hooks(self) -> None:
         """Remove every hook this extractor put on the model (and restore the flags it set).
@@ -62,16 +82,6 @@ class HookedExtractor:
     def disable_hooks(self) -> None:
         """Ignore the following forwards until :meth:`enable_hooks`."""
         self._capture.enabled = False
-
-    @contextlib.contextmanager
-    def own_forward(self, lean: bool = False) -> Iterator[None]:
-        """The block a front door runs its own forward in: only this extractor records it.
-
-        Other extractors open on the same model ignore the block (their captures stay), and with
-        ``lean=True`` no graph is recorded before the target layers (:meth:`lean`).
-        """
-        with self._capture.exclusive(), self._capture.lean() if lean else contextlib.nullcontext():
-            yield
 
     def lean(self) -> contextlib.AbstractContextManager[None]:
         """A block whose forwards record no autograd graph before the target layers (less memory, same maps).

@@ -24,52 +24,109 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from camkit import methods as _methods
 from camkit import ops
 from camkit.capture import Capture
-from camkit.engine import input_errors
+from camkit.engine import eval_mode, input_errors
 from camkit.extractor import CAMExtractor
 from camkit.inputs import ModelInput
 from camkit.layers import LayerSpec, resolve_layers
-from camkit.registry import MethodSpec, get_method
+from camkit.methods import extractor_class
+from camkit.registry import ENGINE_SWITCHES, MethodSpec, check_options, get_method
 from camkit.targets import ClassTarget, Target, logits_of
 
 __all__ = [
     "build",
     "class_probabilities",
     "extractor_class",
+    "forward",
     "method_maps",
+    "method_options",
+    "own_pass",
     "run_methods",
     "shared_pass",
     "shares_capture",
 ]
 
 
-def extractor_class(method: str) -> type[CAMExtractor]:
-    """The TorchCAM-style extractor class of a registry method (``CAMExtractor`` when it has none)."""
-    name = get_method(method).name  # raises with the list of methods for an unknown name
-    for value in vars(_methods).values():
-        if isinstance(value, type) and issubclass(value, CAMExtractor) and value.method == name:
-            return value
-    return CAMExtractor
+def method_options(
+    specs: Iterable[MethodSpec], options: Mapping[str, Any], where: str, extra: Iterable[str] = ()
+) -> dict[str, dict[str, Any]]:
+    """Check ``options`` against the methods and hand each method only the options it declares.
+
+    An option may be meant for one of several methods (``num_samples`` for SS-CAM beside
+    Grad-CAM), so it is an error only when none of them declares it.
+
+    Args:
+        specs: the methods.
+        options: the options given to ``where``.
+        where: the function that received them (for the message).
+        extra: further names ``where`` accepts.
+
+    Returns:
+        Registry name → that method's options.
+
+    Raises:
+        TypeError: for an option no method declares, naming the closest accepted one.
+    """
+    specs = list(specs)
+    check_options(specs, options, where, extra)
+    return {spec.name: {k: v for k, v in options.items() if k in spec.options} for spec in specs}
 
 
 def shares_capture(spec: MethodSpec) -> bool:
     """Whether the method reads only the target layers' capture (so it can share one forward)."""
-    return spec.layers is None and not spec.needs_hvp and not extractor_class(spec.name).input_gradient
+    return spec.layers is None and not spec.needs_hvp and not spec.input_gradient
 
 
 def build(spec: MethodSpec, model: nn.Module, layers: Any, options: dict[str, Any], **extra: Any) -> CAMExtractor:
-    """The method's extractor on ``model`` (its TorchCAM-style class, or ``CAMExtractor``)."""
-    cls = extractor_class(spec.name)
-    named: dict[str, Any] = {"method": spec.name} if cls is CAMExtractor else {}
-    return cls(model, target_layer=layers, **named, **extra, **options)
+    """The method's extractor on ``model`` (its TorchCAM-style class), with the engine switches and its options."""
+    return extractor_class(spec)(model, target_layer=layers, **extra, **options)
+
+
+@contextlib.contextmanager
+def forward(
+    model: nn.Module,
+    capture: Capture,
+    call: ModelInput,
+    *,
+    gradients: bool,
+    full_graph: bool = False,
+    argument: str = "x",
+) -> Iterator[Any]:
+    """Every forward camkit runs itself goes through here; yields the model output.
+
+    The policy, in one place: the model is in eval mode for the block (every flag restored on
+    exit), outside ``inference_mode``; only ``capture`` records the forward (other extractors on
+    the model ignore it); with ``gradients`` the inputs are cloned out of inference mode (such
+    tensors cannot enter a graph) and the forward runs on the lean path (no graph before the
+    target layers) unless ``full_graph``; without, no graph at all. Bad inputs get an error that
+    names the fix (``argument`` is the input's name in it).
+
+    Args:
+        model: the model.
+        capture: the attached capture that records the forward.
+        call: the model's input.
+        gradients: the block differentiates the output.
+        full_graph: record the whole graph (differentiable maps, ``create_graph``).
+        argument: the name of the input in error messages.
+
+    Yields:
+        The model output.
+    """
+    grad_mode = torch.enable_grad() if gradients or full_graph else torch.no_grad()
+    with eval_mode(model), torch.inference_mode(False), grad_mode:
+        if gradients or full_graph:
+            call = call.map_tensors(lambda t: t.clone() if torch.is_inference(t) else t)
+        lean = capture.lean() if gradients and not full_graph else contextlib.nullcontext()
+        with capture.exclusive(), lean, input_errors(call.image, model, argument):
+            scores = call(model)
+        yield scores
 
 
 def shared_pass(
@@ -77,53 +134,106 @@ def shared_pass(
     call: ModelInput,
     specs: Sequence[MethodSpec],
     layers: list[str],
-    options: dict[str, Any],
+    options: Mapping[str, dict[str, Any]],
     targets_of: Callable[[Any], Sequence[Target]],
     *,
     normalized: bool = True,
     argument: str = "x",
+    **switches: Any,
 ) -> list[dict[str, list[Tensor]]]:
     """The maps of methods that share one capture: one forward, and one backward per target.
 
     Args:
-        model: the model (in eval mode, outside inference mode).
+        model: the model.
         call: the model's input.
         specs: methods for which :func:`shares_capture` holds.
         layers: the resolved target layer names.
-        options: extractor options (``batch_size``, ``image_arg``, method options).
+        options: registry name → the method's options (:func:`method_options`).
         targets_of: the model output → what to explain (one target per explained class).
         normalized: min-max normalize each map.
         argument: the name of the input in error messages.
+        **switches: engine switches for every extractor (``batch_size``, ``image_arg``, ...).
 
     Returns:
         Per target, method name → one map ``(N, *S)`` per layer, exactly what the method's own
         extractor gives for that target.
     """
     capture = Capture(model, layers, capture_input=any(s.needs_input for s in specs), image_arg=call.image_key)
+    grad_methods = [s for s in specs if s.needs_gradients]
     with capture:
-        extractors = {s.name: build(s, model, layers, options, capture=capture) for s in specs}
-        grad_methods = [s for s in specs if s.needs_gradients]
-        with (
-            capture.exclusive(),
-            capture.lean() if grad_methods else torch.no_grad(),
-            input_errors(call.image, model, argument),
-        ):
-            scores = call(model)
-        targets = targets_of(scores)
-        per_target = []
-        none: list[Tensor | None] = [None] * len(layers)  # what a gradient-free method is handed
-        for k, target in enumerate(targets):
-            grads = none
-            if grad_methods:
-                extractors[grad_methods[0].name]._check_scores(scores, target, call.batch)
-                grads = list(capture.gradients(target(scores).sum(), retain_graph=k < len(targets) - 1))
-            per_target.append(
-                {
-                    s.name: extractors[s.name].maps_from(target, grads if s.needs_gradients else none, normalized)
-                    for s in specs
-                }
-            )
+        extractors = {s.name: build(s, model, layers, options[s.name], capture=capture, **switches) for s in specs}
+        with forward(model, capture, call, gradients=bool(grad_methods), argument=argument) as scores:
+            targets = targets_of(scores)
+            per_target = []
+            none: list[Tensor | None] = [None] * len(layers)  # what a gradient-free method is handed
+            for k, target in enumerate(targets):
+                grads = none
+                if grad_methods:
+                    extractors[grad_methods[0].name].check_scores(scores, target, call.batch)
+                    grads = list(capture.gradients(target(scores).sum(), retain_graph=k < len(targets) - 1))
+                per_target.append(
+                    {
+                        s.name: extractors[s.name].maps_from(target, grads if s.needs_gradients else none, normalized)
+                        for s in specs
+                    }
+                )
         return per_target
+
+
+def own_pass(
+    spec: MethodSpec,
+    model: nn.Module,
+    call: ModelInput,
+    layer: LayerSpec,
+    options: dict[str, Any],
+    targets_of: Callable[[Any], Sequence[Target]],
+    *,
+    normalized: bool = True,
+    create_graph: bool = False,
+    argument: str = "x",
+    **switches: Any,
+) -> tuple[Any, list[list[Tensor]], list[str]]:
+    """One method's maps from a forward of its own, one list per target.
+
+    Args:
+        spec: the method.
+        model: the model.
+        call: the model's input.
+        layer: its target layer(s) (``None``: the method's own or camkit's automatic choice).
+        options: the method's options.
+        targets_of: the model output → what to explain.
+        normalized: min-max normalize each map.
+        create_graph: maps that stay in the autograd graph (gradient and activation methods only).
+        argument: the name of the input in error messages.
+        **switches: engine switches (``batch_size``, ``image_arg``, ``eigen_smooth``, ...).
+
+    Returns:
+        The model output, per target the maps (one per layer, or one for a reducing method), and
+        the target layer names.
+
+    Raises:
+        ValueError: for ``create_graph`` with a method whose map is not differentiable.
+    """
+    if create_graph and (spec.needs_input or spec.needs_hvp or spec.reduce is not None):
+        raise ValueError(f"create_graph=True is not available for {spec.name}: use a gradient or activation method")
+    switches.setdefault("input_shape", tuple(call.image.shape[1:]))
+    with build(spec, model, layer, options, **switches) as extractor:
+        gradients = spec.needs_gradients
+        with forward(
+            model, extractor.capture, call, gradients=gradients, full_graph=create_graph, argument=argument
+        ) as scores:
+            targets = targets_of(scores)
+            per_target = []
+            for k, target in enumerate(targets):
+                keep = k < len(targets) - 1 or create_graph
+                if create_graph:
+                    found = extractor(
+                        scores=scores, targets=target, normalized=normalized, retain_graph=keep, create_graph=True
+                    )
+                else:
+                    found = extractor(scores=scores, targets=target, normalized=normalized, retain_graph=keep)
+                per_target.append(found)
+        return scores, per_target, list(extractor.target_names)
 
 
 def method_maps(
@@ -142,41 +252,40 @@ def method_maps(
 
     Args:
         name: a registry name.
-        net: the model (in eval mode).
+        net: the model.
         call: the model's input.
         classes: the model output → the classes to explain ``(N, K)``.
         layer: the target layer(s).
         batch_size: inputs per forward for methods that re-run the model.
         size: resize the maps to this size (then min-max normalize again); ``None`` keeps the layer's.
         create_graph: maps that stay in the autograd graph (gradient and activation methods only).
-        **options: method options.
+        **options: the method's options and engine switches (``progress``, ...).
 
     Returns:
         The maps ``(N, K, *S)`` in ``[0, 1]`` and the target layer names.
     """
     spec = get_method(name)
-    if create_graph and extractor_class(name).__call__ is not CAMExtractor.__call__:
-        raise ValueError(f"create_graph=True is not available for {name}: use a gradient or activation method")
-    x = call.image
-    options = {"batch_size": batch_size, "image_arg": call.image_key, "input_shape": tuple(x.shape[1:]), **options}
-    with build(spec, net, layer, options) as extractor:
-        # lean: no graph before the target layers; the whole graph for create_graph; none without gradients
-        lean = spec.needs_gradients and not create_graph
-        mode: Any = torch.enable_grad() if create_graph else contextlib.nullcontext() if lean else torch.no_grad()
-        with extractor.own_forward(lean=lean), mode, input_errors(x, net, "images"):
-            scores = call(net)  # the graph is kept until the last class
-        wanted = classes(scores)
-        per_rank = []
-        for rank in range(wanted.shape[1]):
-            keep = rank < wanted.shape[1] - 1 or create_graph
-            ranked = wanted[:, rank].tolist()
-            if create_graph:
-                cams = extractor(ranked, scores, retain_graph=keep, create_graph=True)
-            else:
-                cams = extractor(ranked, scores, retain_graph=keep)
-            per_rank.append(_resized(extractor.fuse_cams(cams), size))
-        maps = torch.stack(per_rank, dim=1)
-        return (maps if create_graph else maps.detach()), list(extractor.target_names)
+    mine = {k: v for k, v in options.items() if k in spec.options}
+    switches = {k: v for k, v in options.items() if k not in spec.options}
+
+    def targets_of(scores: Any) -> list[Target]:
+        return [ClassTarget(column) for column in classes(scores).t().tolist()]
+
+    _, per_target, names = own_pass(
+        spec,
+        net,
+        call,
+        layer,
+        mine,
+        targets_of,
+        create_graph=create_graph,
+        argument="images",
+        batch_size=batch_size,
+        **{"image_arg": call.image_key, **switches},
+    )
+    fuse = extractor_class(spec).fuse_cams
+    maps = torch.stack([_resized(fuse(cams), size) for cams in per_target], dim=1)
+    return (maps if create_graph else maps.detach()), names
 
 
 def _resized(fused: Tensor, size: Sequence[int] | None) -> Tensor:
@@ -209,6 +318,9 @@ def run_methods(
     batch_size: int | str,
     size: Sequence[int] | None = None,
     create_graph: bool = False,
+    switches: Mapping[str, Any] | None = None,
+    where: str = "explain",
+    keywords: Sequence[str] = ENGINE_SWITCHES,
     **options: Any,
 ) -> tuple[Tensor, Tensor, dict[str, Tensor], dict[str, list[str]]]:
     """Every method's maps; the first forward also gives the probabilities and the classes to explain.
@@ -226,7 +338,10 @@ def run_methods(
         batch_size: inputs per forward for methods that re-run the model.
         size: see :func:`method_maps`.
         create_graph: see :func:`method_maps`.
-        **options: method options.
+        switches: engine switches for every extractor (``progress``, ``reforward``, ...).
+        where: the public function called (for error messages).
+        keywords: its own keyword arguments (for error messages).
+        **options: method options; each method gets those it declares.
 
     Returns:
         The probabilities ``(N, num_classes)``, the classes ``(N, K)``, method → maps ``(N, K, *S)``
@@ -244,6 +359,9 @@ def run_methods(
         return [ClassTarget(column) for column in classes_of(scores).t().tolist()]
 
     names = list(dict.fromkeys(get_method(name).name for name in names))
+    specs = {name: get_method(name) for name in names}
+    mine = method_options(specs.values(), options, where, keywords)
+    switches = {"batch_size": batch_size, "image_arg": call.image_key, **(switches or {})}
     shape = tuple(call.image.shape[1:])
     resolved: list[tuple[LayerSpec, tuple[str, ...]]] = []  # each layer choice resolved once
 
@@ -255,14 +373,12 @@ def run_methods(
         return resolved[-1][1]
 
     groups: dict[tuple[str, ...], list[MethodSpec]] = {}
-    for name in names:
-        spec = get_method(name)
+    for name, spec in specs.items():
         if shares_capture(spec) and not create_graph:
             groups.setdefault(layer_names(layer_of(name)), []).append(spec)
-    group_of = {spec.name: key for key, specs in groups.items() for spec in specs}
+    group_of = {spec.name: key for key, group in groups.items() for spec in group}
     maps: dict[str, Tensor] = {}
     used: dict[str, list[str]] = {}
-    common = {"batch_size": batch_size, "image_arg": call.image_key, **options}
     for name in names:
         if name in maps:
             continue  # computed with its group
@@ -273,16 +389,16 @@ def run_methods(
                 call,
                 classes_of,
                 layer_of(name),
-                batch_size=batch_size,
                 size=size,
                 create_graph=create_graph,
-                **options,
+                **switches,
+                **mine[name],
             )
             continue
         key = group_of[name]
-        per_target = shared_pass(net, call, groups[key], list(key), common, targets_of, argument="images")
+        per_target = shared_pass(net, call, groups[key], list(key), mine, targets_of, argument="images", **switches)
         for spec in groups[key]:
-            cls = extractor_class(spec.name)
-            ranks = [_resized(cls.fuse_cams(found[spec.name]), size) for found in per_target]
+            fuse = extractor_class(spec).fuse_cams
+            ranks = [_resized(fuse(found[spec.name]), size) for found in per_target]
             maps[spec.name], used[spec.name] = torch.stack(ranks, dim=1).detach(), list(key)
     return picked["probabilities"], picked["classes"], {n: maps[n] for n in names}, {n: used[n] for n in names}

@@ -29,6 +29,7 @@ from camkit.compat.gradcam import CAMMethod
 from camkit.engine import _GATE
 from camkit.explanation import extractor_class
 from camkit.extractor import CAMExtractor
+from camkit.registry import get_method
 from camkit.targets import ClassifierOutputTarget
 
 METHODS = camkit.list_methods()
@@ -73,7 +74,8 @@ def twin(model: nn.Module, **kwargs: Any) -> nn.Sequential:
 
 def options(name: str, seed: int = 0) -> dict[str, Any]:
     """Method options every door accepts: few noise samples and a seeded generator (reproducible maps)."""
-    return {"num_samples": 2, "generator": torch.Generator().manual_seed(seed)}
+    wanted = {"num_samples": 2, "generator": torch.Generator().manual_seed(seed)}
+    return {k: v for k, v in wanted.items() if k in get_method(name).options}
 
 
 def torchcam(name: str, model: nn.Module, layer: Any = LAYER, **opts: Any) -> CAMExtractor:

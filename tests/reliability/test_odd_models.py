@@ -96,9 +96,15 @@ class CalledTwice(nn.Module):
         return self.head(torch.relu(self.second(y1) + y1))
 
 
+def _skip_own_layers(door: str, name: str) -> None:
+    if door == "gradcam" and camkit.get_method(name).layers is not None:
+        pytest.skip(f"the pytorch-grad-cam-style {name} uses its own layers and ignores target_layers")
+
+
 @pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("door", ["torchcam", "gradcam"])
 def test_layer_called_twice_explains_its_last_call(door: str, name: str) -> None:
+    _skip_own_layers(door, name)
     shared, separate = CalledTwice(separate=False).eval(), CalledTwice(separate=True).eval()
     x = torch.rand(2, 3, 8, 8)
     expected = maps(door, name, separate, x, class_idx=[0, 1], layer="second")
@@ -224,6 +230,7 @@ class TupleLayerNet(nn.Module):
 @pytest.mark.parametrize("name", METHODS)
 @pytest.mark.parametrize("door", DOORS)
 def test_layer_returning_a_tuple_fails_clearly(door: str, name: str) -> None:
+    _skip_own_layers(door, name)
     model = TupleLayerNet().eval()
     x = torch.rand(2, 3, 8, 8)
     with pytest.raises(ValueError, match=r"'pair' returns a tuple, not a tensor; choose a submodule"):

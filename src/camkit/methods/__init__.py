@@ -1,76 +1,64 @@
-"""CAM methods: registered weight functions and their TorchCAM-compatible extractor classes.
+"""CAM methods: the registered weight functions and their TorchCAM-style classes.
 
-``LeGrad`` and ``AttentionRollout`` (vision transformers) read attention instead of one layer's
-activation, so they are extractor classes without a registry entry (see :mod:`camkit.methods.attention`).
+Every registry method has a class here named by its spec's ``class_name`` (``GradCAM``,
+``GradCAMpp``, ``ScoreCAM``, ...), made from the spec (:mod:`camkit.methods._classes`); a method
+registered at run time with :func:`camkit.register` gets one too, on first access
+(``from camkit.methods import MyCAM``). ``CAM`` is hand-written (its constructor takes
+``fc_layer``). ``LeGrad`` and ``AttentionRollout`` (vision transformers) read attention instead of
+one layer's activation, so they are extractor classes without a registry entry (see
+:mod:`camkit.methods.attention`); ``RefineCAM``, ``FinerCAM`` and ``SESS`` wrap another method.
 
 Example:
     >>> from camkit.methods import GradCAM, LayerCAM, ScoreCAM, CAM
+    >>> GradCAM.method, CAM.method
+    ('gradcam', 'cam')
 """
+
+from typing import Any
 
 from camkit.methods import ablation as ablation
 from camkit.methods import activation as activation
-from camkit.methods import attention as attention
 from camkit.methods import elementwise as elementwise
 from camkit.methods import fullgrad as fullgrad
 from camkit.methods import gradient as gradient
 from camkit.methods import projection as projection
 from camkit.methods import score as score
-from camkit.methods.ablation import AblationCAM as AblationCAM
-from camkit.methods.ablation import ReciproCAM as ReciproCAM
+
+from camkit.methods import attention as attention  # isort: skip  (after the registered methods)
+from camkit.methods._classes import class_for, extractor_class
 from camkit.methods.attention import AttentionRollout as AttentionRollout
 from camkit.methods.attention import LeGrad as LeGrad
-from camkit.methods.elementwise import GradCAMElementWise as GradCAMElementWise
-from camkit.methods.elementwise import HiResCAM as HiResCAM
-from camkit.methods.extractors import CAM as CAM
-from camkit.methods.extractors import ISCAM as ISCAM
-from camkit.methods.extractors import SSCAM as SSCAM
-from camkit.methods.extractors import GradCAM as GradCAM
-from camkit.methods.extractors import GradCAMpp as GradCAMpp
-from camkit.methods.extractors import LayerCAM as LayerCAM
-from camkit.methods.extractors import ScoreCAM as ScoreCAM
-from camkit.methods.extractors import SmoothGradCAMpp as SmoothGradCAMpp
-from camkit.methods.extractors import XGradCAM as XGradCAM
 from camkit.methods.factorization import deep_feature_factorization as deep_feature_factorization
-from camkit.methods.fullgrad import FullGrad as FullGrad
-from camkit.methods.gradient import ShapleyCAM as ShapleyCAM
-from camkit.methods.projection import FEM as FEM
-from camkit.methods.projection import KPCA_CAM as KPCA_CAM
-from camkit.methods.projection import EigenCAM as EigenCAM
-from camkit.methods.projection import EigenGradCAM as EigenGradCAM
-from camkit.methods.projection import RandomCAM as RandomCAM
-from camkit.methods.projection import SegEigenCAM as SegEigenCAM
 from camkit.methods.wrappers import SESS as SESS
 from camkit.methods.wrappers import FinerCAM as FinerCAM
 from camkit.methods.wrappers import FinerWeightedTarget as FinerWeightedTarget
 from camkit.methods.wrappers import RefineCAM as RefineCAM
+from camkit.registry import get_method, list_methods
+
+#: the classes of the methods registered when camkit was imported (later ones: see ``__getattr__``)
+_REGISTERED = {get_method(name).class_name: extractor_class(name) for name in list_methods()}
+globals().update(_REGISTERED)
+
+
+def __getattr__(name: str) -> Any:
+    found = class_for(name)
+    if found is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return found
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *(get_method(name).class_name for name in list_methods())})
+
 
 __all__ = [
-    "CAM",
-    "FEM",
-    "ISCAM",
-    "KPCA_CAM",
     "SESS",
-    "SSCAM",
-    "AblationCAM",
     "AttentionRollout",
-    "EigenCAM",
-    "EigenGradCAM",
     "FinerCAM",
     "FinerWeightedTarget",
-    "FullGrad",
-    "GradCAM",
-    "GradCAMElementWise",
-    "GradCAMpp",
-    "HiResCAM",
-    "LayerCAM",
     "LeGrad",
-    "RandomCAM",
-    "ReciproCAM",
     "RefineCAM",
-    "ScoreCAM",
-    "SegEigenCAM",
-    "ShapleyCAM",
-    "SmoothGradCAMpp",
-    "XGradCAM",
     "deep_feature_factorization",
+    "extractor_class",
+    *sorted(_REGISTERED),
 ]

@@ -10,10 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from camkit.extractor import CAMExtractor
-from camkit.registry import MethodContext, Probe, register
+from camkit.registry import MethodContext, Option, Probe, register
 
-__all__ = ["AblationCAM", "ReciproCAM", "ablationcam", "reciprocam"]
+__all__ = ["ablationcam", "reciprocam"]
 
 
 def _probe(ctx: MethodContext, name: str) -> Probe:
@@ -24,20 +23,28 @@ def _probe(ctx: MethodContext, name: str) -> Probe:
 
 @register(
     "ablationcam",
+    class_name="AblationCAM",
+    peer_names=("AblationCAM",),
+    options={"ablation_value": Option(0.0, (float, int), "the value an ablated channel is set to")},
+    notes=(
+        "Engine switches that matter here: ``batch_size`` (ablated activations per forward), ``reforward`` "
+        '(``"auto"``: re-run only the layers after the target layer, checked, with a fallback to full forwards) '
+        "and ``progress``."
+    ),
     needs_gradients=False,
     needs_input=True,
     family="perturbation",
     summary="Ablation-CAM: weight = relative score drop when the channel is set to zero.",
     paper="Desai & Ramaswamy, Ablation-CAM, WACV 2020",
 )
-def ablationcam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+def ablationcam(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
     r"""Ablation-CAM weights :math:`w_k = (Y - Y_{A_k = v}) / Y`.
 
     :math:`Y_{A_k=v}` is the target score with channel ``k`` of the target layer set to the
     ``ablation_value`` option (default 0, the paper's choice).
     """
     probe = _probe(ctx, "ablationcam")
-    value = float(ctx.options.get("ablation_value", 0.0))
+    value = float(ctx.options["ablation_value"])
     n, c = a.shape[:2]
     # rows 0..N*C-1 ablate channel k of sample n; the last N rows are the unablated activations
     # (the base score), so they travel in the same forwards as the ablations.
@@ -82,6 +89,8 @@ def _position_masks(spatial: tuple[int, ...], kernel: str, dtype: torch.dtype, d
 
 @register(
     "reciprocam",
+    class_name="ReciproCAM",
+    options={"kernel": Option("gaussian", (str,), "the mask around each position, 'gaussian' or 'point'")},
     needs_gradients=False,
     needs_input=True,
     relu=False,
@@ -90,7 +99,7 @@ def _position_masks(spatial: tuple[int, ...], kernel: str, dtype: torch.dtype, d
     summary="Recipro-CAM: score of the network fed the feature map masked around each position.",
     paper="Byun & Lee, Recipro-CAM: Fast gradient-free visual explanations for CNNs, arXiv:2209.14074, 2022",
 )
-def reciprocam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+def reciprocam(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
     r"""Recipro-CAM map :math:`L(i, j) = Y(A \odot M_{ij})`.
 
     :math:`M_{ij}` keeps the activation around position ``(i, j)`` (option ``kernel``:
@@ -100,7 +109,7 @@ def reciprocam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
     probe = _probe(ctx, "reciprocam")
     n = a.shape[0]
     spatial = tuple(a.shape[2:])
-    masks = _position_masks(spatial, str(ctx.options.get("kernel", "gaussian")), a.dtype, a.device)
+    masks = _position_masks(spatial, str(ctx.options["kernel"]), a.dtype, a.device)
     positions = masks.shape[0]
     rows = torch.arange(n, device=a.device).repeat_interleave(positions)
     which = torch.arange(positions, device=a.device).repeat(n)
@@ -110,38 +119,3 @@ def reciprocam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
         acts = a[rows[part]] * masks[which[part]].unsqueeze(1)
         out[part] = probe.replaced_scores(acts, rows[part]).to(a.dtype)
     return out.view(n, *spatial)
-
-
-class AblationCAM(CAMExtractor):
-    r"""Ablation-CAM, TorchCAM-style: :math:`w_k = (Y - Y_{A_k=0}) / Y`; ``scores`` not needed.
-
-    Options: ``batch_size`` (ablated activations per forward), ``ablation_value`` (default 0),
-    ``reforward`` (``"auto"``: re-run only the layers after the target layer, checked, with a
-    fallback to full forwards), ``progress``. Desai & Ramaswamy, WACV 2020.
-
-    Example:
-        >>> from torchvision.models import resnet18
-        >>> model = resnet18().eval()
-        >>> with AblationCAM(model, "layer4", batch_size=512) as extractor:
-        ...     _ = model(torch.rand(1, 3, 64, 64))
-        ...     cams = extractor(class_idx=3)
-    """
-
-    method = "ablationcam"
-
-
-class ReciproCAM(CAMExtractor):
-    r"""Recipro-CAM, TorchCAM-style: :math:`L(i,j) = Y(A \odot M_{ij})`; ``scores`` not needed.
-
-    Options: ``kernel`` (``"gaussian"`` or ``"point"``), ``batch_size``, ``reforward``,
-    ``progress``. Byun & Lee, 2022.
-
-    Example:
-        >>> from torchvision.models import resnet18
-        >>> model = resnet18().eval()
-        >>> with ReciproCAM(model, "layer4", batch_size=64) as extractor:
-        ...     _ = model(torch.rand(1, 3, 64, 64))
-        ...     cams = extractor(class_idx=3)
-    """
-
-    method = "reciprocam"

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import weakref
+from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
-from camkit.registry import MethodContext, register
+from camkit.extractor import CAMExtractor
+from camkit.layers import LayerSpec
+from camkit.registry import MethodContext, Option, register
 
-__all__ = ["cam", "resolve_fc_weight"]
+__all__ = ["CAM", "cam", "resolve_fc_weight"]
 
 logger = logging.getLogger("camkit")
 #: models whose automatic head choice was already logged (once per model, not once per batch of a run)
@@ -64,18 +68,71 @@ def resolve_fc_weight(model: nn.Module, fc_layer: nn.Module | str | None) -> Ten
     return weight.reshape(weight.shape[0], weight.shape[1])
 
 
+Shape = Sequence[int]
+
+
+class CAM(CAMExtractor):
+    r"""Class activation map, from "Learning Deep Features for Discriminative Localization" (Zhou et al., CVPR 2016).
+
+    .. math:: L^{(c)}_{CAM}(x, y) = \mathrm{ReLU}\Big(\sum_k w_k^{(c)} A_k(x, y)\Big)
+
+    where :math:`w_k^{(c)}` is the weight of the fully connected head for class ``c`` and unit ``k``.
+    The head is found automatically when the model has exactly one ``nn.Linear``; a Conv1x1 head
+    can be named. Unlike TorchCAM 0.5 the documented ReLU is applied. ``scores`` are not needed.
+
+    Args:
+        model: input model.
+        target_layer: the layer (or its name) feeding global pooling.
+        fc_layer: the classification head (or its name); ``None`` resolves it automatically.
+        input_shape: input shape without batch dim, for automatic layer choice.
+        **kwargs: passed to :class:`~camkit.extractor.CAMExtractor`.
+
+    Example:
+        >>> import torch
+        >>> from torchvision.models import resnet18
+        >>> model = resnet18().eval()
+        >>> with CAM(model, "layer4", "fc") as extractor:
+        ...     with torch.inference_mode():
+        ...         out = model(torch.rand(1, 3, 224, 224))
+        ...     cams = extractor(class_idx=100)
+        >>> cams[0].shape
+        torch.Size([1, 7, 7])
+    """
+
+    method = "cam"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: LayerSpec = None,
+        fc_layer: nn.Module | str | None = None,
+        input_shape: Shape = (3, 224, 224),
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(target_layer, (list, tuple)) and len(target_layer) > 1:
+            raise ValueError("CAM supports one target layer (the one before global pooling); pass a single layer")
+        kwargs.setdefault("fc_weight", resolve_fc_weight(model, fc_layer))
+        super().__init__(model, target_layer, input_shape, **kwargs)
+
+
 @register(
     "cam",
+    class_name="CAM",
+    extractor=CAM,
+    options={
+        "fc_layer": Option(None, (nn.Module, str), "the classification head or its name (None: the only nn.Linear)"),
+        "fc_weight": Option(None, (Tensor,), "the head's (num_classes, C) weight (CAM's constructor sets it)"),
+    },
     needs_gradients=False,
     family="activation",
     summary="CAM: channel weights = the classification head's weights of the class.",
     paper="Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016",
 )
-def cam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+def cam(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
     r"""CAM weights :math:`w_k = W^{(c)}_k`, the head's weight of class c for channel k."""
-    weight = ctx.options.get("fc_weight")
+    weight = ctx.options["fc_weight"]
     if weight is None:
-        weight = resolve_fc_weight(ctx.model, ctx.options.get("fc_layer"))
+        weight = resolve_fc_weight(ctx.model, ctx.options["fc_layer"])
     classes_of = getattr(ctx.target, "classes", None)
     if not isinstance(weight, Tensor) or classes_of is None:
         raise ValueError("CAM explains a class index of the classification head: pass class_idx and fc_layer")

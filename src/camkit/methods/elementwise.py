@@ -25,20 +25,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from camkit.extractor import CAMExtractor
 from camkit.registry import MethodContext, register
 
-__all__ = ["GradCAMElementWise", "HiResCAM", "gradcamelementwise", "hirescam"]
-
-
-def _need(g: Tensor | None) -> Tensor:
-    if g is None:  # the engine always passes G to methods registered with needs_gradients
-        raise ValueError("this method needs gradients")
-    return g
+__all__ = ["gradcamelementwise", "hirescam"]
 
 
 @register(
     "hirescam",
+    class_name="HiResCAM",
+    peer_names=("HiResCAM",),
     needs_gradients=True,
     family="gradient",
     summary="HiResCAM: element-wise gradient x activation, summed over channels (no spatial averaging).",
@@ -47,7 +42,7 @@ def _need(g: Tensor | None) -> Tensor:
         "neural networks, arXiv:2011.08891, 2020"
     ),
 )
-def hirescam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+def hirescam(a: Tensor, g: Tensor, ctx: MethodContext) -> Tensor:
     r"""HiResCAM spatial weights: the gradient itself.
 
     .. math:: L^{(c)}(i,j) = \mathrm{ReLU}\Big(\sum_k g_k(i,j)\, A_k(i,j)\Big), \qquad w_k(i,j) = g_k(i,j)
@@ -55,17 +50,19 @@ def hirescam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
     Draelos and Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations of
     convolutional neural networks", arXiv:2011.08891, 2020.
     """
-    return _need(g)
+    return g
 
 
 @register(
     "gradcamelementwise",
+    class_name="GradCAMElementWise",
+    peer_names=("GradCAMElementWise",),
     needs_gradients=True,
     family="gradient",
     summary="Grad-CAM element-wise: ReLU of each gradient x activation product, summed over channels.",
     paper="Gildenblat et al., pytorch-grad-cam (GradCAMElementWise), GitHub, 2021",
 )
-def gradcamelementwise(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+def gradcamelementwise(a: Tensor, g: Tensor, ctx: MethodContext) -> Tensor:
     r"""Grad-CAM element-wise spatial weights: the gradient where its product with ``A`` is positive.
 
     .. math:: L^{(c)}(i,j) = \mathrm{ReLU}\Big(\sum_k \mathrm{ReLU}\big(g_k(i,j)\, A_k(i,j)\big)\Big),
@@ -74,17 +71,4 @@ def gradcamelementwise(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tenso
     so that :math:`w_k A_k = \mathrm{ReLU}(g_k A_k)` exactly, also where :math:`A_k = 0`.
     A variant of HiResCAM introduced by pytorch-grad-cam (Gildenblat et al., GitHub, 2021).
     """
-    g = _need(g)
     return torch.where(g * a > 0, g, torch.zeros_like(g))
-
-
-class HiResCAM(CAMExtractor):
-    r"""HiResCAM, :math:`\mathrm{ReLU}(\sum_k g_k \odot A_k)` (Draelos and Carin, 2020); needs ``scores``."""
-
-    method = "hirescam"
-
-
-class GradCAMElementWise(CAMExtractor):
-    r"""Grad-CAM element-wise, :math:`\mathrm{ReLU}(\sum_k \mathrm{ReLU}(g_k \odot A_k))`; needs ``scores``."""
-
-    method = "gradcamelementwise"

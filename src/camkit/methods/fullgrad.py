@@ -15,18 +15,14 @@ statistics, i.e. eval mode).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.extractor import CAMExtractor
-from camkit.layers import LayerSpec
 from camkit.registry import MethodContext, register
-from camkit.targets import Target
 
-__all__ = ["FullGrad", "bias_layers", "effective_bias", "fullgrad"]
+__all__ = ["bias_layers", "effective_bias", "fullgrad", "fullgrad_total"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -89,9 +85,41 @@ def _channel_normalized_sum(x: Tensor) -> Tensor:
     return ops.normalize(x.flatten(0, 1)).view_as(x).sum(dim=1)
 
 
+def fullgrad_total(terms: Sequence[Tensor], x: Tensor | None, grad: Tensor | None) -> Tensor:
+    r"""FullGrad's map: the input term :math:`\sum_c \psi(|x_c \nabla_{x_c} Y|)` plus every layer term, upsampled.
+
+    Args:
+        terms: one bias term ``(N, *S_l)`` per hooked layer (:func:`fullgrad`).
+        x: the model input ``(N, C, *S_in)``.
+        grad: its gradient.
+
+    Returns:
+        The map ``(N, *S_in)``, not normalized.
+
+    Raises:
+        ValueError: when the input or its gradient is missing (a forward without gradients).
+    """
+    if x is None or grad is None:
+        raise ValueError("FullGrad needs the input gradient: run the forward with gradients enabled")
+    dtype = terms[0].dtype  # the input term is weighted in the maps' (upcast) precision too
+    total = _channel_normalized_sum((x.detach().to(dtype) * grad.to(dtype)).abs())
+    for term in terms:
+        total = total + ops.upsample(term, x.shape[2:])
+    return total
+
+
 @register(
     "fullgrad",
+    class_name="FullGrad",
+    peer_names=("FullGrad",),
     needs_gradients=True,
+    input_gradient=True,
+    reduce=fullgrad_total,
+    notes=(
+        "Every convolution with a bias and every BatchNorm is hooked (``target_layer=None``; a given "
+        "``target_layer`` restricts the bias terms to those layers); run the forward in eval mode so BatchNorm "
+        "biases are the running-statistics ones. The call returns a one-element list with the ``(N, *S_in)`` map."
+    ),
     relu=False,
     output="map",
     family="gradient",
@@ -99,95 +127,17 @@ def _channel_normalized_sum(x: Tensor) -> Tensor:
     summary="FullGrad: |bias × gradient| of every biased layer (+ |input × gradient|), normalized per channel.",
     paper="Srinivas & Fleuret, Full-Gradient Representation for Neural Network Visualization, NeurIPS 2019",
 )
-def fullgrad(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
-    r"""One layer's FullGrad term :math:`\sum_c \psi(|b_c \, \nabla_{z_c} Y|)` at the layer's resolution.
+def fullgrad(a: Tensor, g: Tensor, ctx: MethodContext) -> Tensor:
+    r"""FullGrad: one layer's term :math:`\sum_c \psi(|b_c \, \nabla_{z_c} Y|)` at the layer's resolution.
 
-    :class:`FullGrad` sums these terms over every biased layer after upsampling and adds the
-    input-gradient term; with an explicit ``target_layer`` only the named layers' terms are
-    returned, one map per layer.
+    .. math::
+        S(x) = \sum_c \psi(|x_c \odot \nabla_{x_c} Y|) + \sum_l U\Big(\sum_c \psi(|b_{l,c} \nabla_{z_{l,c}} Y|)\Big)
+
+    :func:`fullgrad_total` (the spec's ``reduce``) sums the terms of every hooked layer after
+    upsampling and adds the input-gradient term: the method gives one map.
     """
-    if g is None:
-        raise ValueError("fullgrad needs gradients")
     bias = effective_bias(_bias_owner(ctx.model, ctx.layer_name))
     if bias is None or bias.shape[0] != g.shape[1]:
         return torch.zeros(g.shape[0], *g.shape[2:], dtype=g.dtype, device=g.device)
     b = bias.to(g.dtype).view(1, -1, *([1] * (g.ndim - 2)))
     return _channel_normalized_sum((b * g).abs())
-
-
-class FullGrad(CAMExtractor):
-    r"""FullGrad saliency: every biased layer's gradient term plus the input term, at input size.
-
-    .. math::
-        S(x) = \sum_c \psi(|x_c \odot \nabla_{x_c} Y|) + \sum_l U\Big(\sum_c \psi(|b_{l,c} \nabla_{z_{l,c}} Y|)\Big)
-
-    Srinivas & Fleuret, NeurIPS 2019. Every convolution with a bias and every BatchNorm is hooked
-    (``target_layer`` is ignored unless given); run the forward in eval mode so BatchNorm biases
-    are the running-statistics ones. The call returns a one-element list with the ``(N, *S_in)``
-    map.
-
-    Args:
-        model: input model.
-        target_layer: restrict the bias terms to these layers (default: every biased layer).
-        input_shape: input shape without batch dim.
-        **kwargs: passed to :class:`~camkit.extractor.CAMExtractor`.
-
-    Example:
-        >>> from torchvision.models import resnet18
-        >>> model = resnet18().eval()
-        >>> with FullGrad(model) as extractor:
-        ...     cams = extractor(3, model(torch.rand(1, 3, 64, 64)))
-        >>> cams[0].shape
-        torch.Size([1, 64, 64])
-    """
-
-    method = "fullgrad"
-    input_gradient = True
-
-    def __init__(
-        self,
-        model: nn.Module,
-        target_layer: LayerSpec = None,
-        input_shape: Sequence[int] = (3, 224, 224),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(model, target_layer, input_shape, **kwargs)
-
-    def __call__(
-        self,
-        class_idx: int | Sequence[int] | None = None,
-        scores: Any = None,
-        normalized: bool = True,
-        retain_graph: bool = False,
-        *,
-        targets: Target | None = None,
-        create_graph: bool = False,
-    ) -> list[Tensor]:
-        """Compute the FullGrad map of the last forward.
-
-        Args:
-            class_idx: class to explain: one int for the batch, or one per sample.
-            scores: the model output of that forward.
-            normalized: min-max normalize each map to ``[0, 1]``.
-            retain_graph: keep the autograd graph for another call.
-            targets: a :mod:`camkit.targets` object instead of ``class_idx``.
-            create_graph: not available for FullGrad (raises); see :meth:`CAMExtractor.__call__`.
-
-        Returns:
-            ``[map]`` with the map ``(N, *S_in)``.
-
-        Raises:
-            ValueError: when the input gradient is missing (forward without gradients), or for ``create_graph``.
-        """
-        if create_graph:
-            raise ValueError("create_graph=True is not available for FullGrad: use Grad-CAM, LayerCAM, ...")
-        layer_terms = super().__call__(class_idx, scores, False, retain_graph, targets=targets)
-        x, grad = self._capture.input, self._capture.input_grad
-        if x is None or grad is None:
-            raise ValueError("FullGrad needs the input gradient: run the forward with gradients enabled")
-        with torch.no_grad():
-            dtype = layer_terms[0].dtype  # the input term is weighted in the maps' (upcast) precision too
-            total = _channel_normalized_sum((x.detach().to(dtype) * grad.to(dtype)).abs())
-            for term in layer_terms:
-                total = total + ops.upsample(term, x.shape[2:])
-        return [ops.normalize(total) if normalized else total]

@@ -27,17 +27,10 @@ import torch
 from torch import Tensor
 
 from camkit import ops
-from camkit.extractor import CAMExtractor
-from camkit.registry import MethodContext, register
+from camkit.registry import MethodContext, Option, register
 
 __all__ = [
-    "FEM",
     "KERNELS",
-    "KPCA_CAM",
-    "EigenCAM",
-    "EigenGradCAM",
-    "RandomCAM",
-    "SegEigenCAM",
     "eigencam",
     "eigengradcam",
     "fem",
@@ -52,12 +45,6 @@ KERNELS = ("sigmoid", "rbf", "poly", "linear", "cosine")
 _EIGEN_PAPER = "Muhammad and Yeasin, Eigen-CAM: Class Activation Map using Principal Components, IJCNN 2020"
 
 
-def _need(g: Tensor | None) -> Tensor:
-    if g is None:  # the engine always passes G to methods registered with needs_gradients
-        raise ValueError("this method needs gradients")
-    return g
-
-
 def _flip_to_larger_side(projection: Tensor) -> Tensor:
     """Negate each sample's map whose most negative value is larger in magnitude than its maximum."""
     flat = projection.flatten(1)
@@ -68,13 +55,15 @@ def _flip_to_larger_side(projection: Tensor) -> Tensor:
 
 @register(
     "eigencam",
+    class_name="EigenCAM",
+    peer_names=("EigenCAM",),
     needs_gradients=False,
     output="map",
     family="activation",
     summary="Eigen-CAM: projection of the activations on their first principal component (no gradient).",
     paper=_EIGEN_PAPER,
 )
-def eigencam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+def eigencam(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
     r"""Eigen-CAM map: the activations projected on their first principal component.
 
     .. math:: L(i,j) = \mathrm{ReLU}\big(X v_1\big)_{(i,j)}, \qquad X = U \Sigma V^\top,\
@@ -88,13 +77,15 @@ def eigencam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
 
 @register(
     "eigengradcam",
+    class_name="EigenGradCAM",
+    peer_names=("EigenGradCAM",),
     needs_gradients=True,
     output="map",
     family="gradient",
     summary="Eigen-Grad-CAM: first principal component of gradient x activation (class-discriminative).",
     paper="Gildenblat et al., pytorch-grad-cam (EigenGradCAM, after Eigen-CAM by Muhammad and Yeasin), GitHub, 2021",
 )
-def eigengradcam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+def eigengradcam(a: Tensor, g: Tensor, ctx: MethodContext) -> Tensor:
     r"""Eigen-Grad-CAM map: Eigen-CAM's projection applied to :math:`g \odot A`.
 
     .. math:: L^{(c)} = \mathrm{ReLU}\big(\mathrm{proj}_{v_1}(g \odot A)\big)
@@ -102,11 +93,13 @@ def eigengradcam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
     with the centring and sign rule of :func:`eigencam`. Introduced by pytorch-grad-cam
     (Gildenblat et al., GitHub, 2021) after Eigen-CAM (Muhammad and Yeasin, IJCNN 2020).
     """
-    return ops.first_component_projection(_need(g) * a)
+    return ops.first_component_projection(g * a)
 
 
 @register(
     "segeigencam",
+    class_name="SegEigenCAM",
+    peer_names=("SegEigenCAM",),
     needs_gradients=True,
     output="map",
     family="gradient",
@@ -116,7 +109,7 @@ def eigengradcam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
         "Models, Applied Sciences 15(13) 7562, 2025"
     ),
 )
-def segeigencam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+def segeigencam(a: Tensor, g: Tensor, ctx: MethodContext) -> Tensor:
     r"""Seg-Eigen-CAM map: projection of :math:`|g| \odot A`, negated when its minimum dominates.
 
     .. math:: P = \mathrm{proj}_{v_1}(|g| \odot A), \qquad
@@ -126,7 +119,7 @@ def segeigencam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
     exact ties. Chung and Ying, "Seg-Eigen-CAM: Eigen-Value-Based Visual Explanations for Semantic
     Segmentation Models", Applied Sciences 15(13) 7562, 2025.
     """
-    return _flip_to_larger_side(ops.first_component_projection(_need(g).abs() * a))
+    return _flip_to_larger_side(ops.first_component_projection(g.abs() * a))
 
 
 def _kernel_matrix(x: Tensor, kernel: str, gamma: float) -> Tensor:
@@ -149,6 +142,12 @@ def _kernel_matrix(x: Tensor, kernel: str, gamma: float) -> Tensor:
 
 @register(
     "kpcacam",
+    class_name="KPCA_CAM",
+    peer_names=("KPCA_CAM",),
+    options={
+        "kernel": Option("sigmoid", (str,), f"the kernel, one of {', '.join(KERNELS)}"),
+        "gamma": Option(None, (), "the kernel's gamma, a number >= 0 (None: 1 / channels)"),
+    },
     needs_gradients=False,
     output="map",
     family="activation",
@@ -158,7 +157,7 @@ def _kernel_matrix(x: Tensor, kernel: str, gamma: float) -> Tensor:
         "IEEE MMSP 2024 (arXiv:2410.00267)"
     ),
 )
-def kpca_cam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+def kpca_cam(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
     r"""KPCA-CAM map: the positions' coordinates on the first kernel principal component.
 
     With the channel-centred rows :math:`X` of :func:`eigencam`, the Gram matrix
@@ -181,10 +180,10 @@ def kpca_cam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
     Raises:
         ValueError: for an unknown ``kernel`` or a negative ``gamma``.
     """
-    kernel = ctx.options.get("kernel", "sigmoid")
+    kernel = ctx.options["kernel"]
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}; got {kernel!r}")
-    gamma = ctx.options.get("gamma")
+    gamma = ctx.options["gamma"]
     if gamma is None:
         gamma = 1.0 / a.shape[1]
     elif isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma >= 0:
@@ -202,12 +201,15 @@ def kpca_cam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
 
 @register(
     "fem",
+    class_name="FEM",
+    peer_names=("FEM",),
+    options={"k": Option(2.0, (float, int), "the threshold in standard deviations above the channel mean")},
     needs_gradients=False,
     family="activation",
     summary="FEM: channel weight = share of positions above the channel's mean + k std (no gradient).",
     paper=("Fuad et al., Features understanding in 3D CNNs for actions recognition in video, IPTA 2020"),
 )
-def fem(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+def fem(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
     r"""FEM channel weights: the fraction of positions where the channel exceeds its k-sigma threshold.
 
     .. math:: w_k = \frac{1}{|S|}\sum_{ij} \big[A_k(i,j) > \mu_k + k\,\sigma_k\big], \qquad
@@ -217,7 +219,7 @@ def fem(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
     channel ``k`` over the positions, and ``k`` the option of that name (default 2). Fuad et al.,
     "Features understanding in 3D CNNs for actions recognition in video", IPTA 2020.
     """
-    k = float(ctx.options.get("k", 2.0))
+    k = float(ctx.options["k"])
     flat = a.flatten(2)
     mean = flat.mean(dim=-1, keepdim=True)
     std = flat.std(dim=-1, correction=0, keepdim=True)
@@ -226,13 +228,16 @@ def fem(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
 
 @register(
     "randomcam",
+    class_name="RandomCAM",
+    peer_names=("RandomCAM",),
+    options={"generator": Option(None, (torch.Generator,), "a torch.Generator for reproducible weights")},
     needs_gradients=False,
     stochastic=True,
     family="activation",
     summary="Random-CAM: uniform random channel weights in [-1, 1), a sanity-check baseline.",
     paper="Gildenblat et al., pytorch-grad-cam (RandomCAM baseline), GitHub, 2021",
 )
-def randomcam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+def randomcam(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
     r"""Random channel weights, a baseline any real explanation should beat.
 
     .. math:: w_k \sim \mathcal{U}[-1, 1), \qquad L = \mathrm{ReLU}\Big(\sum_k w_k A_k\Big)
@@ -241,43 +246,7 @@ def randomcam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
     device), else from torch's global RNG. No gradient is computed (pytorch-grad-cam computes and
     ignores one). The RandomCAM baseline of pytorch-grad-cam (Gildenblat et al., GitHub, 2021).
     """
-    generator = ctx.options.get("generator")
+    generator = ctx.options["generator"]
     device = generator.device if generator is not None else a.device
     draw = torch.rand(a.shape[:2], generator=generator, device=device, dtype=a.dtype)
     return (2 * draw - 1).to(a.device)
-
-
-class EigenCAM(CAMExtractor):
-    r"""Eigen-CAM: projection of the activations on their first principal component; ``scores`` not needed."""
-
-    method = "eigencam"
-
-
-class EigenGradCAM(CAMExtractor):
-    r"""Eigen-Grad-CAM: first principal component of :math:`g \odot A`; needs ``scores``."""
-
-    method = "eigengradcam"
-
-
-class SegEigenCAM(CAMExtractor):
-    r"""Seg-Eigen-CAM: first principal component of :math:`|g| \odot A` with sign correction; needs ``scores``."""
-
-    method = "segeigencam"
-
-
-class KPCA_CAM(CAMExtractor):
-    """KPCA-CAM: kernel-PCA Eigen-CAM (options ``kernel``, ``gamma``); ``scores`` not needed."""
-
-    method = "kpcacam"
-
-
-class FEM(CAMExtractor):
-    """FEM: channel weights from a k-sigma binarization of the activations (option ``k``); no ``scores``."""
-
-    method = "fem"
-
-
-class RandomCAM(CAMExtractor):
-    """Random-CAM baseline: uniform random channel weights (option ``generator``); no ``scores``."""
-
-    method = "randomcam"

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from camkit.ops import upsample
-from camkit.registry import MethodContext, Probe, register
+from camkit.registry import MethodContext, Option, Probe, register
 
 __all__ = ["channel_budget", "iscam", "scorecam", "select_channels", "sscam"]
 
@@ -175,6 +175,13 @@ def _score_weights(
     return torch.zeros(n, c, dtype=weights.dtype, device=weights.device).scatter(1, keep.to(weights.device), weights)
 
 
+_MAX_CHANNELS = Option(None, (), "score only the K channels of largest variance (a positive int); None: all")
+_SCORE_NOTES = (
+    "Masked inputs run in eval mode under ``inference_mode``, ``batch_size`` per forward; :math:`X` is the input "
+    "of the last forward (the baseline of the seed formula)."
+)
+
+
 def _option_int(ctx: MethodContext, key: str, default: int) -> int:
     value = int(ctx.options.get(key, default))
     if value < 1:
@@ -184,13 +191,18 @@ def _option_int(ctx: MethodContext, key: str, default: int) -> int:
 
 @register(
     "scorecam",
+    class_name="ScoreCAM",
+    peer_names=("ScoreCAM",),
+    options={"max_channels": _MAX_CHANNELS},
+    positional=("batch_size",),
+    notes=_SCORE_NOTES,
     needs_gradients=False,
     needs_input=True,
     family="perturbation",
     summary="Score-CAM: softmax of the score gain of the input masked by each channel.",
     paper="Wang et al., Score-CAM, CVPR Workshops 2020",
 )
-def scorecam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+def scorecam(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
     r"""Score-CAM weights :math:`w_k = \mathrm{softmax}_k(Y(M_k \odot X) - Y(X))`.
 
     Options: ``max_channels=K`` scores only the ``K`` channels of :func:`select_channels` (the softmax
@@ -201,20 +213,29 @@ def scorecam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
 
 @register(
     "sscam",
+    class_name="SSCAM",
+    options={
+        "num_samples": Option(35, (int,), "number of noisy masks per channel"),
+        "std": Option(2.0, (float, int), "standard deviation of the noise added to the masks"),
+        "generator": Option(None, (torch.Generator,), "a torch.Generator for reproducible noise"),
+        "max_channels": _MAX_CHANNELS,
+    },
+    positional=("batch_size", "num_samples", "std"),
+    notes=_SCORE_NOTES,
     needs_gradients=False,
     needs_input=True,
     family="perturbation",
     summary="SS-CAM: Score-CAM averaged over masks with Gaussian noise added.",
     paper="Wang et al., SS-CAM, arXiv:2006.14255, 2020",
 )
-def sscam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+def sscam(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
     r"""SS-CAM weights :math:`w_k = \mathrm{softmax}_k(\frac1N\sum_i Y((M_k+\delta_i)\odot X) - Y(X))`.
 
     Options: ``num_samples``, ``std``, ``generator``, and ``max_channels`` as in :func:`scorecam`.
     """
     num_samples = _option_int(ctx, "num_samples", 35)
-    std = float(ctx.options.get("std", 2.0))
-    generator = ctx.options.get("generator")
+    std = float(ctx.options["std"])
+    generator = ctx.options["generator"]
 
     def noisy(m: Tensor, _s: int) -> Tensor:
         noise = torch.randn(m.shape, generator=generator, device=m.device, dtype=m.dtype)
@@ -225,13 +246,19 @@ def sscam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
 
 @register(
     "iscam",
+    class_name="ISCAM",
+    options={"num_samples": Option(10, (int,), "number of integration steps"), "max_channels": _MAX_CHANNELS},
+    positional=("batch_size", "num_samples"),
+    notes=_SCORE_NOTES
+    + " The mask strength of step ``i`` is :math:`i(i-1)/(2N)`, as in the documented formula (TorchCAM 0.5's "
+    "loop is shifted by one sample and reaches :math:`(N+1)/2`).",
     needs_gradients=False,
     needs_input=True,
     family="perturbation",
     summary="IS-CAM: Score-CAM integrated over masks scaled from 0 towards full strength.",
     paper="Naidu et al., IS-CAM, arXiv:2010.03023, 2020",
 )
-def iscam(a: Tensor, g: Tensor | None, ctx: MethodContext) -> Tensor:
+def iscam(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
     r"""IS-CAM weights with masks :math:`M_i = \sum_{j=0}^{i-1} \frac{j}{N} M_k`, i = 1..N.
 
     Options: ``num_samples``, and ``max_channels`` as in :func:`scorecam`.

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from camkit import ops
 from camkit.engine import eval_mode, paused
 from camkit.extractor import CAMExtractor
+from camkit.hooked import Lifecycle
 from camkit.layers import LayerSpec, resolve_layers
 from camkit.registry import get_method
 from camkit.targets import ClassTarget, Target, logits_of
@@ -59,7 +60,7 @@ def _gaussian_blur(maps: Tensor, ksize: int = 11, sigma: float = 5.0) -> Tensor:
     return y[:, 0]
 
 
-class SESS:
+class SESS(Lifecycle):
     r"""SESS: Saliency Enhancing with Scaling and Sliding (Tyagi et al., ECCV 2022, arXiv:2207.01769).
 
     The input is resized to several scales (shorter side ``s``), a ``window_size`` window slides over
@@ -149,12 +150,6 @@ class SESS:
         self.theta, self.fusion, self.smooth = theta, fusion, smooth
         self.use_softmax_scores, self.batch_size = use_softmax_scores, batch_size
         self.method_options = method_options
-
-    def __enter__(self) -> SESS:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        """Nothing to release: hooks exist only during a call."""
 
     def scales_for(self, window: int) -> list[int]:
         """The shorter-side sizes used for a window of side ``window``."""

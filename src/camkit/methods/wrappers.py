@@ -14,10 +14,15 @@ from torch import Tensor, nn
 
 from camkit import ops
 from camkit.extractor import CAMExtractor
+from camkit.hooked import HookedExtractor
 from camkit.layers import LayerSpec
-from camkit.methods.extractors import GradCAM, GradCAMpp
+from camkit.methods import gradient  # noqa: F401  (registers gradcam and gradcampp before their classes are made)
+from camkit.methods._classes import extractor_class
 from camkit.methods.sess import SESS
 from camkit.targets import ClassTarget, Target, logits_of
+
+GradCAM = extractor_class("gradcam")
+GradCAMpp = extractor_class("gradcampp")
 
 __all__ = ["SESS", "FinerCAM", "FinerWeightedTarget", "RefineCAM", "most_similar_classes"]
 
@@ -25,8 +30,8 @@ Shape = Sequence[int]
 Classes = int | Sequence[int] | None
 
 
-class _Wrapper:
-    """Lifecycle of a wrapper: everything is delegated to the base extractor (one set of hooks)."""
+class _Wrapper(HookedExtractor):
+    """Lifecycle of a wrapper: the base extractor's capture is its own (one set of hooks)."""
 
     def __init__(
         self, model: nn.Module | CAMExtractor, target_layer: LayerSpec, input_shape: Shape, base_method: Any, kw: Any
@@ -35,35 +40,14 @@ class _Wrapper:
             if target_layer is not None or kw:
                 raise ValueError("pass either a built extractor alone, or a model with target_layer and options")
             self.base_cam = model
-            return
-        if not (isinstance(base_method, type) and issubclass(base_method, CAMExtractor)):
+        elif not (isinstance(base_method, type) and issubclass(base_method, CAMExtractor)):
             raise TypeError(f"base_method must be a camkit extractor class (e.g. GradCAM), got {base_method!r}")
-        self.base_cam = base_method(model, target_layer, input_shape=input_shape, **kw)
+        else:
+            self.base_cam = base_method(model, target_layer, input_shape=input_shape, **kw)
+        self._capture = self.base_cam.capture
 
     model = property(lambda self: self.base_cam.model, doc="The model of the base extractor.")
     target_names = property(lambda self: self.base_cam.target_names, doc="The base extractor's layer names.")
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.base_cam.__exit__(*exc)
-
-    def remove_hooks(self) -> None:
-        """Remove the base extractor's hooks."""
-        self.base_cam.remove_hooks()
-
-    def reset_hooks(self) -> None:
-        """Forget the base extractor's captured tensors."""
-        self.base_cam.reset_hooks()
-
-    def enable_hooks(self) -> None:
-        """Record the following forwards."""
-        self.base_cam.enable_hooks()
-
-    def disable_hooks(self) -> None:
-        """Ignore the following forwards."""
-        self.base_cam.disable_hooks()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_method={type(self.base_cam).__name__}, target_layer={self.target_names})"

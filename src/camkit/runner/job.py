@@ -356,7 +356,8 @@ def _one_batch(plan: _Plan, batch: Batch, writer: PartWriter, report: RunReport)
             plan.layers.__getitem__,
             chooser(plan.rule, labels),
             batch_size=x.shape[0],
-            progress=False,
+            switches={"progress": False},
+            where="run",
         )
         values, top = probabilities.topk(min(TOP_PREDICTIONS, probabilities.shape[1]), dim=1)
         dtype = _DTYPES[plan.dtype]

@@ -9,12 +9,10 @@ Switch by changing the import::
     with GradCAM(model=model, target_layers=[model.layer4[-1]]) as cam:
         grayscale = cam(input_tensor=x, targets=[ClassifierOutputTarget(281)])  # (N, H, W) float32
 
-Which classes exist: :data:`PEER_METHODS` maps every pytorch-grad-cam class name to a camkit
-registry name. At import, a class is created for each name whose registry entry exists (they are
-in ``__all__``); :func:`available` lists them. Importing a pytorch-grad-cam name whose method camkit
-does not have yet raises :class:`NotImplementedError` naming the method, at the import line
-(``from camkit.compat.gradcam import AblationCAM``), instead of a generic ``ImportError`` or a class
-that fails later. A method registered after this module was imported is picked up on first access.
+Which classes exist: one per registry method, made from its spec (:mod:`camkit.registry`): under
+pytorch-grad-cam's names (the spec's ``peer_names``, e.g. ``GradCAMPlusPlus``; :data:`PEER_METHODS`
+and :func:`available` list them) and under camkit's ``class_name`` (``GradCAMpp``, ``SSCAM``, ...).
+A method registered at run time gets its classes on first access.
 
 pytorch-grad-cam's classes that are not registry methods always exist here (:data:`META_CLASSES`):
 ``FinerCAM``, ``RefineCAM`` and ``SESS`` take a ``base_method`` class of this front door and run
@@ -44,90 +42,99 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from camkit.registry import get_method
+from camkit.methods import _classes
+from camkit.registry import MethodSpec, get_method, list_methods
 
 from ._adapter import PerSampleTargets as PerSampleTargets
 from ._adapter import batched_target as batched_target
+from ._base import IGNORED_ARGUMENTS as IGNORED_ARGUMENTS
 from ._base import CAMMethod as CAMMethod
-from ._fullgrad import FullGradMethod
 
-#: pytorch-grad-cam class name → (camkit registry name, its extra constructor arguments + defaults).
-PEER_METHODS: Mapping[str, tuple[str, Mapping[str, Any]]] = MappingProxyType(
-    {
-        "GradCAM": ("gradcam", {}),
-        "HiResCAM": ("hirescam", {}),
-        "GradCAMElementWise": ("gradcamelementwise", {}),
-        "GradCAMPlusPlus": ("gradcampp", {}),
-        "XGradCAM": ("xgradcam", {}),
-        "AblationCAM": ("ablationcam", {"ratio_channels_to_ablate": 1.0}),
-        "ScoreCAM": ("scorecam", {"max_channels": None}),
-        "EigenCAM": ("eigencam", {}),
-        "EigenGradCAM": ("eigengradcam", {}),
-        "LayerCAM": ("layercam", {}),
-        "FullGrad": ("fullgrad", {}),
-        "KPCA_CAM": ("kpcacam", {"kernel": "sigmoid", "gamma": None}),
-        "FEM": ("fem", {"k": 2}),
-        "ShapleyCAM": ("shapleycam", {}),
-        "RandomCAM": ("randomcam", {}),
-        "SegEigenCAM": ("segeigencam", {}),
-    }
-)
-
-#: Constructor arguments accepted for compatibility but unused by camkit (a non-default value warns).
-IGNORED_ARGUMENTS: Mapping[str, Mapping[str, str]] = MappingProxyType(
-    {
-        "AblationCAM": {
-            "ratio_channels_to_ablate": "camkit ablates every channel (its re-forward runs only the layers "
-            "after the target layer, so the peer's approximate speed-up is not needed)"
-        },
-    }
-)
+_CACHE: dict[str, tuple[MethodSpec, type[CAMMethod]]] = {}
 
 
-def _registered(registry_name: str) -> bool:
-    try:
-        get_method(registry_name)
-    except ValueError:
-        return False
-    return True
+def _docstring(spec: MethodSpec, class_name: str) -> str:
+    ignored = IGNORED_ARGUMENTS.get(spec.name, {})
+    args = [
+        "    model: the model (never modified).",
+        "    target_layers: list of modules (or dotted names); several layers are averaged"
+        + ("; ignored: the method uses its own layers." if spec.layers is not None else "."),
+        "    reshape_transform: maps a layer's activations and gradients to ``(N, C, *S)`` (default: automatic).",
+        *_classes.option_lines(spec),
+        *(
+            f"    {key}: accepted for pytorch-grad-cam's signature, ignored: {why}."
+            for key, (_, why) in ignored.items()
+        ),
+        "    batch_size: keyword-only: inputs per forward for methods that re-run the model (default ``32``).",
+    ]
+    example = [
+        "    >>> import torch",
+        "    >>> from torch import nn",
+        f"    >>> from camkit.compat.gradcam import {class_name}",
+        "    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),",
+        "    ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()",
+        f"    >>> with {class_name}(model=model, target_layers=[model[2]]) as cam:",
+        "    ...     grayscale = cam(input_tensor=torch.rand(2, 3, 16, 16), targets=None)",
+        "    >>> grayscale.shape",
+        "    (2, 16, 16)",
+    ]
+    doc = _classes.spec_docstring(spec, args, example)
+    return doc.replace(f"{spec.summary}\n", f"{spec.summary} pytorch-grad-cam-style (``camkit.{spec.name}``).\n", 1)
 
 
-def _make_class(class_name: str) -> type[CAMMethod]:
-    registry_name, defaults = PEER_METHODS[class_name]
-    spec = get_method(registry_name)
-    doc = (
-        f"pytorch-grad-cam's ``{class_name}`` on camkit's ``{spec.name}`` method: {spec.summary}\n\n"
-        f"Paper: {spec.paper}. Constructor and call as :class:`CAMMethod`"
-        + (f"; extra arguments: {', '.join(f'{k}={v!r}' for k, v in defaults.items())}." if defaults else ".")
-    )
-    attrs = {
-        "method": spec.name,
-        "defaults": MappingProxyType(dict(defaults)),
-        "ignored": MappingProxyType(dict(IGNORED_ARGUMENTS.get(class_name, {}))),
-        "__doc__": doc,
-        "__module__": __name__,
-    }
-    base = FullGradMethod if class_name == "FullGrad" else CAMMethod
-    cls = type(class_name, (base,), attrs)
-    globals()[class_name] = cls
-    return cls
+def _make_class(spec: MethodSpec, class_name: str) -> type[CAMMethod]:
+    key = f"{spec.name}:{class_name}"
+    cached = _CACHE.get(key)
+    if cached is None or cached[0] is not spec:
+        ignored = IGNORED_ARGUMENTS.get(spec.name, {})
+        attrs = {
+            "method": spec.name,
+            "defaults": MappingProxyType({**spec.defaults(), **{k: v for k, (v, _) in ignored.items()}}),
+            "ignored": MappingProxyType({k: why for k, (_, why) in ignored.items()}),
+            "__doc__": _docstring(spec, class_name),
+            "__module__": __name__,
+            "__qualname__": class_name,
+        }
+        cached = _CACHE[key] = (spec, type(class_name, (CAMMethod,), attrs))
+    return cached[1]
+
+
+def _class_names(spec: MethodSpec) -> list[str]:
+    return list(dict.fromkeys([*spec.peer_names, spec.class_name]))
+
+
+def _peer_methods() -> dict[str, tuple[str, Mapping[str, Any]]]:
+    found = {}
+    for name in list_methods():
+        spec = get_method(name)
+        for peer in spec.peer_names:
+            found[peer] = (spec.name, _make_class(spec, peer).defaults)
+    return found
 
 
 def available() -> list[str]:
-    """The pytorch-grad-cam class names this front door provides (their camkit method exists).
+    """The pytorch-grad-cam class names this front door provides (the registry's ``peer_names``).
 
     Returns:
-        Class names, in pytorch-grad-cam's order.
+        Class names.
 
     Example:
-        >>> "GradCAM" in available()
+        >>> "GradCAMPlusPlus" in available()
         True
     """
-    return [name for name, (registry_name, _) in PEER_METHODS.items() if _registered(registry_name)]
+    return list(_peer_methods())
 
 
-for _name in available():
-    _make_class(_name)
+#: pytorch-grad-cam class name → (camkit registry name, its constructor options + defaults), from the specs.
+PEER_METHODS: Mapping[str, tuple[str, Mapping[str, Any]]] = MappingProxyType(_peer_methods())
+
+#: the method classes made at import (a method registered later gets its classes on first access)
+_MADE = {
+    class_name: _make_class(get_method(name), class_name)
+    for name in list_methods()
+    for class_name in _class_names(get_method(name))
+}
+globals().update(_MADE)
 
 # The meta classes default to the GradCAM / GradCAMPlusPlus classes made above, so they come after.
 from ._extras import DeepFeatureFactorization as DeepFeatureFactorization  # noqa: E402
@@ -141,17 +148,18 @@ META_CLASSES = ("FinerCAM", "RefineCAM", "SESS", "DeepFeatureFactorization", "Gu
 
 
 def __getattr__(name: str) -> Any:
-    if name in PEER_METHODS:
-        if _registered(PEER_METHODS[name][0]):
-            return _make_class(name)
-        raise NotImplementedError(
-            f"{name} (pytorch-grad-cam) is not implemented in camkit yet: no registry method "
-            f"{PEER_METHODS[name][0]!r}. Available here: {', '.join(available())}"
-        )
+    for key in list_methods():
+        spec = get_method(key)
+        if name in _class_names(spec):
+            return _make_class(spec, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [  # the method classes follow, in pytorch-grad-cam's order
+def __dir__() -> list[str]:
+    return sorted({*globals(), *(n for key in list_methods() for n in _class_names(get_method(key)))})
+
+
+__all__ = [  # the method classes follow: pytorch-grad-cam's names, then camkit's
     "IGNORED_ARGUMENTS",
     "META_CLASSES",
     "PEER_METHODS",
@@ -165,4 +173,5 @@ __all__ = [  # the method classes follow, in pytorch-grad-cam's order
     "available",
     "batched_target",
     *available(),
+    *sorted(set(_MADE) - set(available())),
 ]

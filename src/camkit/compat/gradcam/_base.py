@@ -15,8 +15,10 @@ Everything stays a tensor on the model's device; ``__call__`` converts to numpy 
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,19 +26,36 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.engine import eval_mode, input_errors, reference_tensor
-from camkit.extractor import CAMExtractor
+from camkit.engine import reference_tensor
+from camkit.hooked import Lifecycle
 from camkit.inputs import ImageArg, ModelInput
 from camkit.layers import LayerSpec, resolve_layers
+from camkit.passes import own_pass
 from camkit.registry import MethodSpec, get_method
 from camkit.targets import Target
 
 from ._adapter import PerSampleTarget, batched_target, detach_output, select_rows
 
-__all__ = ["AUG_FACTORS", "CAMMethod"]
+__all__ = ["AUG_FACTORS", "IGNORED_ARGUMENTS", "CAMMethod"]
+
+logger = logging.getLogger("camkit")
 
 #: Intensity multipliers of ``aug_smooth`` (each with and without a horizontal flip: 6 variants).
 AUG_FACTORS = (0.9, 1.0, 1.1)
+
+#: pytorch-grad-cam constructor arguments accepted for compatibility but unused by camkit, per registry
+#: name: argument → (pytorch-grad-cam's default, why it is not needed); a non-default value warns.
+IGNORED_ARGUMENTS: Mapping[str, Mapping[str, tuple[Any, str]]] = MappingProxyType(
+    {
+        "ablationcam": {
+            "ratio_channels_to_ablate": (
+                1.0,
+                "camkit ablates every channel (its re-forward runs only the layers after the target layer, "
+                "so the peer's approximate speed-up is not needed)",
+            )
+        },
+    }
+)
 
 
 def _check_batch_size(value: Any) -> int | str:
@@ -45,7 +64,7 @@ def _check_batch_size(value: Any) -> int | str:
     return value  # type: ignore[no-any-return]
 
 
-class CAMMethod:
+class CAMMethod(Lifecycle):
     """A camkit registry method behind pytorch-grad-cam's constructor and call convention.
 
     The named classes (``GradCAM``, ``ScoreCAM``, ...) fix ``method``; this class also takes any
@@ -64,8 +83,8 @@ class CAMMethod:
         image_arg: keyword-only: for models called with several inputs (``input_tensor`` a tuple of
             positional arguments or a dict of keyword arguments), which one is the image that
             perturbation methods modify and whose size the maps take (see :mod:`camkit.inputs`).
-        **kwargs: keyword-only method options (e.g. ``k`` of FEM); the named classes accept
-            pytorch-grad-cam's (listed in their ``defaults``).
+        **kwargs: keyword-only method options (e.g. ``k`` of FEM, ``camkit.get_method(name).options``);
+            an unknown one raises ``TypeError`` naming the closest.
 
     Raises:
         ValueError: for an unknown method or layer, a bad ``batch_size``.
@@ -102,30 +121,27 @@ class CAMMethod:
         name = method or self.method
         if not name:
             raise ValueError("pass method=<registry name>; see camkit.list_methods()")
-        if method is None:
-            unknown = sorted(set(kwargs) - set(self.defaults))
-            if unknown:
-                accepted = ", ".join(["reshape_transform", "batch_size", *self.defaults])
-                raise TypeError(f"{type(self).__name__} got unexpected argument(s) {unknown}; it accepts {accepted}")
         if reshape_transform is not None and not callable(reshape_transform):
             raise TypeError(f"reshape_transform must be callable or None, got {type(reshape_transform).__name__}")
         self.spec: MethodSpec = get_method(name)
+        ignored = IGNORED_ARGUMENTS.get(self.spec.name, {})
+        where = type(self).__name__ if method is None else f"{type(self).__name__}(method={self.spec.name!r})"
+        for key, (default, reason) in ignored.items():
+            value = kwargs.pop(key, default)
+            if value != default:
+                warnings.warn(f"{where}: {key}={value!r} is ignored: {reason}", stacklevel=2)
+        own = ("model", "target_layers", "reshape_transform", "batch_size", "image_arg", *ignored)
+        self.options: dict[str, Any] = self.spec.resolve_options(kwargs, where, own)
         self.model = model
         self.target_layers = target_layers
         self.reshape_transform = reshape_transform
         self.batch_size = batch_size
         self.image_arg = image_arg
-        for key, reason in self.ignored.items():
-            if key in kwargs and kwargs[key] != self.defaults.get(key):
-                warnings.warn(f"{type(self).__name__}: {key}={kwargs[key]!r} is ignored: {reason}", stacklevel=2)
-        merged = {**self.defaults, **kwargs}
-        self.options: dict[str, Any] = {k: v for k, v in merged.items() if k not in self.ignored}
         self.outputs: Any = None
         # Validate the layers now (errors list the candidates); None is resolved at the first call.
-        # FullGrad picks its own layers: pytorch-grad-cam's users pass target_layers=[] to it.
+        # A method with its own layers (FullGrad) ignores target_layers, as in pytorch-grad-cam.
         self._layer_names: list[str] | None = None
-        own_layers = self.spec.layers is not None and isinstance(target_layers, Sequence) and not target_layers
-        if target_layers is not None and not own_layers:
+        if target_layers is not None and self.spec.layers is None:
             self._layer_names = resolve_layers(model, target_layers, ())
 
     @property
@@ -136,16 +152,6 @@ class CAMMethod:
     @batch_size.setter
     def batch_size(self, value: int | str) -> None:
         self._batch_size = _check_batch_size(value)
-
-    # lifecycle: hooks only live inside a call, so there is nothing left to release -------------
-    def __enter__(self) -> CAMMethod:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def release(self) -> None:
-        """pytorch-grad-cam's hook release; a no-op here: camkit's hooks never outlive a call."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(method={self.spec.name!r}, target_layers={self._layer_names})"
@@ -277,31 +283,26 @@ class CAMMethod:
         Returns:
             The maps (one ``(N, *S_l)`` per layer, before ReLU and normalization) and the detached output.
         """
-        names = self._layers(call.image)
-        options = dict(self.options)
-        options["eigen_smooth"] = eigen_smooth
-        if self.reshape_transform is not None:
-            options["reshape_transform"] = self.reshape_transform
-        grads = self.spec.needs_gradients
-        with (
-            torch.inference_mode(False),
-            torch.set_grad_enabled(grads),
-            eval_mode(self.model),
-            CAMExtractor(
-                self.model,
-                names,
-                method=self.spec.name,
-                batch_size=self.batch_size,
-                image_arg=call.image_key,
-                **options,
-            ) as ex,
-        ):
-            if grads:  # an inference tensor cannot enter a graph; its clone out of inference mode can
-                call = call.map_tensors(lambda t: t.clone() if torch.is_inference(t) else t)
-            with ex.own_forward(lean=grads), input_errors(call.image, self.model, "input_tensor"):
-                outputs = call(self.model)  # lean: no graph before the target layers
-            cams = ex(scores=outputs, targets=make_target(outputs), normalized=False)
-        return cams, detach_output(outputs)
+        own_layers = self.spec.layers is not None
+        if own_layers and self.target_layers:
+            logger.warning("%s uses its own layers; target_layers is ignored", type(self).__name__)
+        if eigen_smooth and self.spec.reduce is not None:
+            logger.warning("%s has no eigen_smooth variant in camkit; it is ignored", type(self).__name__)
+        outputs, per_target, _ = own_pass(
+            self.spec,
+            self.model,
+            call,
+            None if own_layers else self._layers(call.image),
+            self.options,
+            lambda out: [make_target(out)],
+            normalized=False,
+            argument="input_tensor",
+            batch_size=self.batch_size,
+            image_arg=call.image_key,
+            eigen_smooth=eigen_smooth,
+            reshape_transform=self.reshape_transform,
+        )
+        return per_target[0], detach_output(outputs)
 
     @staticmethod
     def _postprocess(cams: list[Tensor], size: Sequence[int]) -> Tensor:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from camkit.hooked import Lifecycle
 from camkit.layers import resolve_layers
 from camkit.methods.factorization import deep_feature_factorization
 from camkit.methods.guided import guided_backprop
@@ -28,7 +29,7 @@ def _model_device(model: nn.Module) -> torch.device | None:
     return None
 
 
-class DeepFeatureFactorization:
+class DeepFeatureFactorization(Lifecycle):
     r"""pytorch-grad-cam's ``DeepFeatureFactorization``: NMF of a layer's activations into concepts.
 
     The activations :math:`A` ``(N, C, h, w)`` of the batch, each channel shifted by its minimum
@@ -102,12 +103,6 @@ class DeepFeatureFactorization:
             self.model, x, self.target_layer, n_components, head=self.computation_on_concepts, **options
         )
         return concepts.cpu().numpy(), [m.float().cpu().numpy() for m in maps], scores.cpu().numpy()
-
-    def __enter__(self) -> DeepFeatureFactorization:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        """Nothing to release: hooks exist only during a call."""
 
     def __repr__(self) -> str:
         return f"DeepFeatureFactorization(target_layer={self.target_layer!r})"

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
+from camkit.hooked import Lifecycle
 from camkit.layers import LayerSpec
 from camkit.methods.sess import SESS as NativeSESS
 from camkit.methods.wrappers import FinerWeightedTarget, most_similar_classes
@@ -41,7 +42,7 @@ def _base_class(base_method: Any, owner: str) -> type[CAMMethod]:
     )
 
 
-class _OnBase:
+class _OnBase(Lifecycle):
     """Lifecycle shared by the meta methods: everything lives in ``base_cam`` (hooks only during a call)."""
 
     base_cam: CAMMethod
@@ -51,15 +52,6 @@ class _OnBase:
     def model(self) -> nn.Module:
         """The model (the base method's)."""
         return self.base_cam.model
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def release(self) -> None:
-        """pytorch-grad-cam's hook release; a no-op: camkit's hooks never outlive a call."""
 
     def compute(
         self, input_tensor: Tensor, targets: Sequence[PerSampleTarget] | None = None, eigen_smooth: bool = False
