@@ -308,7 +308,7 @@ def has_compare() -> bool:
 
 def has_lean() -> bool:
     """Whether camkit's TorchCAM-style extractors offer ``with extractor.lean():``."""
-    from camkit.extractor import CAMExtractor
+    from camkit.engine import CAMExtractor
 
     return hasattr(CAMExtractor, "lean")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import camkit
-from camkit.layers import attention_blocks, resolve_layers
+from camkit.engine import attention_blocks, resolve_layers
 from camkit.methods.activation import resolve_fc_weight
 from camkit.reshape import infer_layout, transformer_info
 

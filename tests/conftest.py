@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import camkit
-from camkit.extractor import CAMExtractor
+from camkit.engine import CAMExtractor
 from camkit.registry import ENGINE_SWITCHES
 
 # Options for every method (each gets those it declares: method_options); std=0 makes noise methods

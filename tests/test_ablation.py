@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from camkit.extractor import CAMExtractor
+from camkit.engine import CAMExtractor
 from camkit.ops import normalize
 
 

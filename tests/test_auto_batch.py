@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import camkit
-from camkit import batching
 from camkit.compat.gradcam import CAMMethod
+from camkit.engine import _batching as batching
 from conftest import tiny_cnn
 
 
@@ -24,7 +24,7 @@ def test_auto_equals_a_fixed_batch_size(name: str, monkeypatch: pytest.MonkeyPat
         calls.append(size)
         return size
 
-    monkeypatch.setattr(camkit.extractor, "auto_batch_size", spy)
+    monkeypatch.setattr(camkit.engine._extractor, "auto_batch_size", spy)
     options = {k: v for k, v in {"std": 0.0, "num_samples": 2}.items() if k in camkit.get_method(name).options}
     fixed = camkit.compare(model, x, [name], "3", class_idx=1, batch_size=7, **options)
     auto = camkit.compare(model, x, [name], "3", class_idx=1, batch_size="auto", **options)

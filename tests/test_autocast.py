@@ -24,7 +24,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from camkit.extractor import CAMExtractor
+from camkit.engine import CAMExtractor
 
 TOLERANCE = 0.05
 FULLGRAD_TOLERANCE = 0.35

@@ -1,4 +1,4 @@
-"""camkit.batching.auto_batch_size: CPU choice with a fake clock, CUDA choice with a faked free memory."""
+"""camkit.engine.auto_batch_size: CPU choice with a fake clock, CUDA choice with a faked free memory."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import torch
 
-from camkit import batching
-from camkit.batching import CANDIDATES, CUDA_CANDIDATES, auto_batch_size, clear_cache
+from camkit.engine import _batching as batching
+from camkit.engine._batching import CANDIDATES, CUDA_CANDIDATES, auto_batch_size, clear_cache
 
 
 @pytest.fixture(autouse=True)

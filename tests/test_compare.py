@@ -11,8 +11,8 @@ from torchvision.models import resnet18
 
 import camkit
 from camkit.compare import method_name
+from camkit.engine import ModelInput
 from camkit.explanation import extractor_class
-from camkit.inputs import ModelInput
 from camkit.passes import run_methods
 from camkit.registry import get_method
 from conftest import FAST_OPTIONS, METHODS, calibrated, method_options, options_for, tiny_cnn

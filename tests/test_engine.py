@@ -9,9 +9,7 @@ import torch
 from torch import nn
 
 import camkit
-from camkit.capture import Capture
-from camkit.engine import candidate_layers, eval_mode
-from camkit.layers import resolve_layers
+from camkit.engine import Capture, candidate_layers, eval_mode, resolve_layers
 from camkit.methods import GradCAM, LayerCAM, ScoreCAM
 from camkit.targets import ClassProbabilityTarget, ClassTarget
 from conftest import METHODS, make_extractor, tiny_cnn

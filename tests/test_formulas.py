@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import camkit
-from camkit.extractor import CAMExtractor
+from camkit.engine import CAMExtractor
 from conftest import METHODS, tiny_cnn
 
 CLASSES = [1, 3]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from camkit.extractor import CAMExtractor
+from camkit.engine import CAMExtractor
 from camkit.methods import FullGrad
 from camkit.methods.fullgrad import bias_layers
 from conftest import all_hooks

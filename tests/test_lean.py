@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import resnet18
 
-from camkit.capture import Capture
 from camkit.compat.gradcam import CAMMethod
+from camkit.engine import Capture
 from conftest import METHODS, calibrated, make_extractor, tiny_cnn
 
 

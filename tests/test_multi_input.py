@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 import camkit
 from camkit.compat.gradcam import CAMMethod, FullGrad
+from camkit.engine import ModelInput
 from camkit.explanation import extractor_class
-from camkit.inputs import ModelInput
 from camkit.registry import get_method
 from conftest import FAST_OPTIONS as _FAST
 from conftest import METHODS, method_options

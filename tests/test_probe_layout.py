@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-import camkit.probe as probe_module
+import camkit.engine._probe as probe_module
 from camkit.methods import ScoreCAM
 
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 import camkit
 from camkit import ops
-from camkit.extractor import CAMExtractor
+from camkit.engine import CAMExtractor
 from camkit.methods import projection
 from camkit.registry import MethodContext
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from camkit import ops
 from camkit.compat.gradcam import CAMMethod
-from camkit.extractor import CAMExtractor
+from camkit.engine import CAMExtractor
 from camkit.methods import ISCAM, SSCAM, ScoreCAM
 from camkit.methods.score import channel_budget, scorecam, select_channels
 from camkit.registry import MethodContext

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.autograd.functional import hessian
 
-from camkit.extractor import CAMExtractor
+from camkit.engine import CAMExtractor
 from camkit.methods.guided import guided_backprop, guided_gradcam
 from camkit.ops import upsample
 from conftest import all_hooks

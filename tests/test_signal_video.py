@@ -25,7 +25,7 @@ import camkit
 import camkit.compat.gradcam as front
 from camkit import ops
 from camkit.compat.gradcam.utils.model_targets import ClassifierOutputTarget
-from camkit.extractor import CAMExtractor
+from camkit.engine import CAMExtractor
 from camkit.registry import get_method
 from conftest import method_options
 

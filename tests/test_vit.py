@@ -17,8 +17,7 @@ from torch import Tensor, nn
 
 import camkit
 from camkit.compat import gradcam as compat
-from camkit.extractor import CAMExtractor
-from camkit.layers import resolve_layers
+from camkit.engine import CAMExtractor, resolve_layers
 from camkit.methods import FullGrad
 from conftest import FAST_OPTIONS, METHODS, all_hooks, method_options
 from test_vit_models import FAMILIES, NAMED, Family, attention_flags, named
@@ -315,7 +314,7 @@ def test_lifecycle_on_transformers(family: Family, name: str) -> None:
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f.name != "timm-swin"], ids=str)
 def test_automatic_layer_without_readable_attention(family: Family, monkeypatch: pytest.MonkeyPatch) -> None:
     """Attention camkit cannot read (e.g. an older transformers release): the pre-attention norm by name."""
-    import camkit.layers
+    import camkit.engine._layers
 
-    monkeypatch.setattr(camkit.layers, "attention_kind", lambda _module: None)
+    monkeypatch.setattr(camkit.engine._layers, "attention_kind", lambda _module: None)
     assert resolve_layers(model_of(family), None, (3, family.size, family.size)) == [family.layer]

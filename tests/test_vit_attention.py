@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camkit.layers import attention_blocks
+from camkit.engine import attention_blocks
 from camkit.methods import AttentionRollout, GradCAM, LeGrad
 from camkit.methods.attention import attention_rollout, head_projection
 from camkit.targets import ClassProbabilityTarget

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import camkit.methods as ck
-from camkit.extractor import CAMExtractor
+from camkit.engine import CAMExtractor
 from camkit.methods.wrappers import SESS, FinerCAM, FinerWeightedTarget, RefineCAM, most_similar_classes
 from camkit.targets import ClassTarget
 from conftest import all_hooks, tiny_cnn

@@ -9,9 +9,9 @@ Example:
 from camkit import methods as methods
 from camkit import metrics as metrics
 from camkit.compare import compare as compare
+from camkit.engine import CAMExtractor as CAMExtractor
 from camkit.explanation import Explanation as Explanation
 from camkit.explanation import explain as explain
-from camkit.extractor import CAMExtractor as CAMExtractor
 from camkit.registry import MethodContext as MethodContext
 from camkit.registry import Option as Option
 from camkit.registry import get_method as get_method

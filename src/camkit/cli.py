@@ -22,10 +22,9 @@ from typing import NoReturn
 import numpy as np
 import torch
 
+from camkit.engine import Progress, resolve_layers
 from camkit.explanation import Explanation, explain, open_image
-from camkit.layers import resolve_layers
 from camkit.models import DEFAULT_MODEL, LoadedModel, load_checkpoint, load_model
-from camkit.progress import Progress
 from camkit.registry import get_method, list_methods
 from camkit.runner.command import add_parsers as add_runner_parsers
 from camkit.runner.command import export_command, run_command

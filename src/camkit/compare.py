@@ -23,8 +23,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from camkit.inputs import ImageArg, ModelInput
-from camkit.layers import LayerSpec, resolve_layers
+from camkit.engine import ImageArg, LayerSpec, ModelInput, resolve_layers
 from camkit.passes import method_options, own_pass, shared_pass, shares_capture
 from camkit.registry import get_method
 from camkit.targets import ClassTarget, Target, logits_of
@@ -73,7 +72,7 @@ def compare(
         model: the model.
         x: the input batch ``(N, C, *S)``; for a model with several inputs, a tuple of positional
             arguments or a dict of keyword arguments with the image among them (name it with
-            ``image_arg`` when it is ambiguous, see :mod:`camkit.inputs`).
+            ``image_arg`` when it is ambiguous, see :class:`camkit.engine.ModelInput`).
         methods: registry names or TorchCAM-style class names (``"GradCAMpp"``).
         target_layer: a module, dotted name or list of them; ``None``: camkit's automatic choice
             (FullGrad always uses its own layers).
@@ -81,7 +80,8 @@ def compare(
         class_idx: instead of ``targets``: one class for the batch or one per sample. With neither,
             each sample's top class is explained.
         normalized: min-max normalize each map to ``[0, 1]``.
-        batch_size: inputs per forward for methods that re-run the model (``"auto"``: see :mod:`camkit.batching`).
+        batch_size: inputs per forward for methods that re-run the model (``"auto"``: see
+            :func:`camkit.engine.auto_batch_size`).
         image_arg: which argument of a tuple/dict ``x`` is the image.
         progress: a progress line for long perturbation runs (default: on a terminal).
         reforward: how AblationCAM-like methods re-run the network (see :class:`camkit.CAMExtractor`).

@@ -22,9 +22,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from camkit.engine import first_convolution
-from camkit.inputs import ImageArg, ModelInput
-from camkit.layers import LayerSpec
+from camkit.engine import ImageArg, LayerSpec, ModelInput, first_convolution
 from camkit.models import LoadedModel, Preprocess, load_model
 from camkit.passes import extractor_class, run_methods
 from camkit.registry import get_method, list_methods
@@ -190,8 +188,9 @@ def explain(
         topk: how many top classes to explain per sample when ``class_idx`` is ``None``.
         preprocess: how to turn PIL images into the input; default: the loaded model's, or ImageNet's.
         categories: class names by index (default: the loaded model's).
-        batch_size: inputs per forward for methods that re-run the model (``"auto"``: see :mod:`camkit.batching`).
-        image_arg: which argument of a tuple/dict input is the image (see :mod:`camkit.inputs`).
+        batch_size: inputs per forward for methods that re-run the model (``"auto"``: see
+            :func:`camkit.engine.auto_batch_size`).
+        image_arg: which argument of a tuple/dict input is the image (see :class:`camkit.engine.ModelInput`).
         create_graph: return maps that stay in the autograd graph, to use in a training loss (see
             :meth:`camkit.CAMExtractor.__call__`); gradient and activation methods only. The
             default returns detached maps from the lean path (no graph before the target layers).

@@ -12,7 +12,7 @@ layers, none at all for gradient-free methods.
 Example:
     >>> import torch
     >>> from torchvision.models import resnet18
-    >>> from camkit.inputs import ModelInput
+    >>> from camkit.engine import ModelInput
     >>> net = resnet18(num_classes=5).eval()
     >>> probs, classes, maps, layers = run_methods(
     ...     net, ModelInput.of(torch.rand(2, 3, 64, 64)), ["gradcam", "layercam"], lambda name: "layer4",
@@ -23,19 +23,14 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.capture import Capture
-from camkit.engine import eval_mode, input_errors
-from camkit.extractor import CAMExtractor
-from camkit.inputs import ModelInput
-from camkit.layers import LayerSpec, resolve_layers
+from camkit.engine import CAMExtractor, Capture, LayerSpec, ModelInput, forward, resolve_layers
 from camkit.methods import extractor_class
 from camkit.registry import ENGINE_SWITCHES, MethodSpec, check_options, get_method
 from camkit.targets import ClassTarget, Target, logits_of
@@ -44,7 +39,6 @@ __all__ = [
     "build",
     "class_probabilities",
     "extractor_class",
-    "forward",
     "method_maps",
     "method_options",
     "own_pass",
@@ -87,46 +81,6 @@ def shares_capture(spec: MethodSpec) -> bool:
 def build(spec: MethodSpec, model: nn.Module, layers: Any, options: dict[str, Any], **extra: Any) -> CAMExtractor:
     """The method's extractor on ``model`` (its TorchCAM-style class), with the engine switches and its options."""
     return extractor_class(spec)(model, target_layer=layers, **extra, **options)
-
-
-@contextlib.contextmanager
-def forward(
-    model: nn.Module,
-    capture: Capture,
-    call: ModelInput,
-    *,
-    gradients: bool,
-    full_graph: bool = False,
-    argument: str = "x",
-) -> Iterator[Any]:
-    """Every forward camkit runs itself goes through here; yields the model output.
-
-    The policy, in one place: the model is in eval mode for the block (every flag restored on
-    exit), outside ``inference_mode``; only ``capture`` records the forward (other extractors on
-    the model ignore it); with ``gradients`` the inputs are cloned out of inference mode (such
-    tensors cannot enter a graph) and the forward runs on the lean path (no graph before the
-    target layers) unless ``full_graph``; without, no graph at all. Bad inputs get an error that
-    names the fix (``argument`` is the input's name in it).
-
-    Args:
-        model: the model.
-        capture: the attached capture that records the forward.
-        call: the model's input.
-        gradients: the block differentiates the output.
-        full_graph: record the whole graph (differentiable maps, ``create_graph``).
-        argument: the name of the input in error messages.
-
-    Yields:
-        The model output.
-    """
-    grad_mode = torch.enable_grad() if gradients or full_graph else torch.no_grad()
-    with eval_mode(model), torch.inference_mode(False), grad_mode:
-        if gradients or full_graph:
-            call = call.map_tensors(lambda t: t.clone() if torch.is_inference(t) else t)
-        lean = capture.lean() if gradients and not full_graph else contextlib.nullcontext()
-        with capture.exclusive(), lean, input_errors(call.image, model, argument):
-            scores = call(model)
-        yield scores
 
 
 def shared_pass(

@@ -26,9 +26,9 @@ from torch.nn.modules import module as torch_module
 
 import camkit
 from camkit.compat.gradcam import CAMMethod
-from camkit.engine import _GATE
+from camkit.engine import CAMExtractor
+from camkit.engine._gate import GATE
 from camkit.explanation import extractor_class
-from camkit.extractor import CAMExtractor
 from camkit.registry import get_method
 from camkit.targets import ClassifierOutputTarget
 
@@ -226,7 +226,7 @@ def snapshot(model: nn.Module) -> Snapshot:
         hooks=hooks(model),
         grad_mode=torch.is_grad_enabled(),
         inference_mode=torch.is_inference_mode_enabled(),
-        gate=_GATE.get(),
+        gate=GATE.get(),
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from camkit.extractor import CAMExtractor
+from camkit.engine import CAMExtractor
 from camkit.registry import ENGINE_SWITCHES, MethodSpec, get_method, list_methods
 
 __all__ = ["class_for", "extractor_class", "option_lines", "spec_docstring"]

@@ -1,6 +1,6 @@
 """Methods that replace the target layer's output and re-run the rest of the network.
 
-Both use :meth:`camkit.probe.ModelProbe.replaced_scores`, which runs the layers before the target
+Both use :meth:`camkit.engine.ModelProbe.replaced_scores`, which runs the layers before the target
 layer once per sample and only the rest of the network on the modified activations (with a
 checked fallback to full forwards), ``batch_size`` modified activations per forward.
 """

@@ -9,8 +9,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from camkit.extractor import CAMExtractor
-from camkit.layers import LayerSpec
+from camkit.engine import CAMExtractor, LayerSpec
 from camkit.registry import MethodContext, Option, register
 
 __all__ = ["CAM", "cam", "resolve_fc_weight"]
@@ -85,7 +84,7 @@ class CAM(CAMExtractor):
         target_layer: the layer (or its name) feeding global pooling.
         fc_layer: the classification head (or its name); ``None`` resolves it automatically.
         input_shape: input shape without batch dim, for automatic layer choice.
-        **kwargs: passed to :class:`~camkit.extractor.CAMExtractor`.
+        **kwargs: passed to :class:`~camkit.CAMExtractor`.
 
     Example:
         >>> import torch

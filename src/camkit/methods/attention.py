@@ -2,7 +2,7 @@ r"""Attention methods for vision transformers: :class:`LeGrad` and :class:`Atten
 
 Both read the attention probabilities :math:`P^l \in \mathbb{R}^{N \times H \times T \times T}` of the
 transformer blocks (``H`` heads, ``T`` tokens: prefix tokens, then the patch grid), captured by
-:class:`camkit.capture.Capture` without changing the model's code, and combine all blocks into one
+:class:`camkit.engine.Capture` without changing the model's code, and combine all blocks into one
 map. They are extractor classes, not registry entries: a registry method is a weight function of
 one layer's activation (``fn(A, G, ctx) -> w``). Supported attention: timm ``Attention`` (ViT,
 DeiT), ``torch.nn.MultiheadAttention`` (torchvision ``VisionTransformer``) and Hugging Face
@@ -19,10 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.capture import Capture
-from camkit.engine import NO_GRAD_HINT, eval_mode, paused
-from camkit.extractor import HookedExtractor
-from camkit.layers import LayerSpec, attention_blocks
+from camkit.engine import NO_GRAD_HINT, Capture, HookedExtractor, LayerSpec, attention_blocks, eval_mode, paused
 from camkit.reshape import TokenLayout, infer_layout, transformer_info
 from camkit.targets import ClassTarget, Target
 
@@ -211,7 +208,7 @@ class LeGrad(_AttentionExtractor):
     Transformers via Feature Formation Sensitivity", arXiv:2404.03214, 2024.
 
     Args:
-        model: a vision transformer (see :func:`camkit.layers.attention_blocks`).
+        model: a vision transformer (see :func:`camkit.engine.attention_blocks`).
         target_layer: the blocks :math:`\mathcal{B}` (modules or names); ``None``: every block.
             TorchCAM's example uses the last four (``list(model.encoder.layers)[-4:]``).
         score_projection: block tokens ``(N, T, D)`` to class scores; default :func:`head_projection`.
@@ -308,7 +305,7 @@ class AttentionRollout(_AttentionExtractor):
     Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020.
 
     Args:
-        model: a vision transformer (see :func:`camkit.layers.attention_blocks`).
+        model: a vision transformer (see :func:`camkit.engine.attention_blocks`).
         target_layer: the blocks, in forward order; ``None``: every block.
         head_fusion: ``"mean"``, ``"max"`` or ``"min"``.
         discard_ratio: fraction in ``[0, 1)`` of each row's lowest patch weights set to 0.

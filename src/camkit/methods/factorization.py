@@ -14,9 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.capture import Capture
-from camkit.engine import eval_mode
-from camkit.layers import LayerSpec, resolve_layers
+from camkit.engine import Capture, LayerSpec, eval_mode, resolve_layers
 
 __all__ = ["deep_feature_factorization", "nmf"]
 

@@ -13,10 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.engine import eval_mode, paused
-from camkit.extractor import CAMExtractor
-from camkit.hooked import Lifecycle
-from camkit.layers import LayerSpec, resolve_layers
+from camkit.engine import CAMExtractor, LayerSpec, Lifecycle, eval_mode, paused, resolve_layers
 from camkit.registry import get_method
 from camkit.targets import ClassTarget, Target, logits_of
 

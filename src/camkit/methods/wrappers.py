@@ -13,9 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.extractor import CAMExtractor
-from camkit.hooked import HookedExtractor
-from camkit.layers import LayerSpec
+from camkit.engine import CAMExtractor, HookedExtractor, LayerSpec
 from camkit.methods import gradient  # noqa: F401  (registers gradcam and gradcampp before their classes are made)
 from camkit.methods._classes import extractor_class
 from camkit.methods.sess import SESS

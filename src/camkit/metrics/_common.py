@@ -24,9 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.engine import paused
-from camkit.inputs import ImageArg, ModelInput
-from camkit.probe import perturbed_forward
+from camkit.engine import ImageArg, ModelInput, paused, perturbed_forward
 from camkit.targets import ClassProbabilityTarget, RowwiseTarget, logits_of
 from camkit.targets._output import select_rows
 
@@ -110,7 +108,7 @@ def split_inputs(inputs: Any, image_arg: ImageArg = None) -> tuple[Tensor, Model
 
     Args:
         inputs: a tensor, or for a model with several inputs a tuple of positional arguments or a
-            dict of keyword arguments (see :mod:`camkit.inputs`).
+            dict of keyword arguments (see :class:`camkit.engine.ModelInput`).
         image_arg: which argument is the image, when ambiguous.
 
     Returns:

@@ -27,8 +27,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from camkit.engine import eval_mode
-from camkit.inputs import ImageArg, ModelInput
+from camkit.engine import ImageArg, ModelInput, eval_mode
 from camkit.metrics._common import (
     InputsLike,
     MapsLike,
@@ -130,7 +129,7 @@ def confidence_change(
     Args:
         model: the classifier; run in eval mode (its flags are restored afterwards).
         inputs: ``(N, C, *S)`` model inputs; for a model with several inputs, a tuple or dict of its
-            arguments (only the image is masked; see :mod:`camkit.inputs`).
+            arguments (only the image is masked; see :class:`camkit.engine.ModelInput`).
         maps: one map per sample (any method's output, resized to ``S``), usually in ``[0, 1]``.
         targets: a target object, a class index or one per sample (its softmax probability), or
             ``None`` for the predicted class's probability.

@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camkit.engine import eval_mode
-from camkit.inputs import ImageArg
+from camkit.engine import ImageArg, eval_mode
 from camkit.metrics._common import (
     CurveResult,
     InputsLike,
@@ -184,7 +183,7 @@ def deletion(
         sigma: blur standard deviation, for ``baseline="blur"``.
         kernel_size: blur kernel length, for ``baseline="blur"``.
         image_arg: for tuple/dict ``inputs`` (a model with several inputs), which argument is the
-            image; only the image is perturbed (see :mod:`camkit.inputs`).
+            image; only the image is perturbed (see :class:`camkit.engine.ModelInput`).
 
     Returns:
         ``per_sample`` AUCs ``(N,)``, their ``mean``, the ``curve`` ``(N, K + 1)`` of scores and the

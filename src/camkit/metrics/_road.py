@@ -37,8 +37,7 @@ from fractions import Fraction
 import torch
 from torch import Tensor, nn
 
-from camkit.engine import eval_mode
-from camkit.inputs import ImageArg
+from camkit.engine import ImageArg, eval_mode
 from camkit.metrics._common import (
     CurveResult,
     InputsLike,
@@ -261,7 +260,7 @@ def road(
         generator: random generator for the noise.
         batch_size: imputed inputs per forward.
         image_arg: for tuple/dict ``inputs`` (a model with several inputs), which argument is the
-            image; only the image is imputed (see :mod:`camkit.inputs`).
+            image; only the image is imputed (see :class:`camkit.engine.ModelInput`).
 
     Returns:
         ``per_sample`` mean changes, their ``mean``, the ``curve`` ``(N, P)`` of changes and the
@@ -317,7 +316,7 @@ def road_combined(
         generator: random generator for the noise.
         batch_size: imputed inputs per forward.
         image_arg: for tuple/dict ``inputs`` (a model with several inputs), which argument is the
-            image; only the image is imputed (see :mod:`camkit.inputs`).
+            image; only the image is imputed (see :class:`camkit.engine.ModelInput`).
 
     Returns:
         ``per_sample`` combined scores, their ``mean``, the ``curve`` ``(N, P)`` of

@@ -6,9 +6,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from camkit.engine import Progress
 from camkit.explanation import open_image
 from camkit.models import Preprocess
-from camkit.progress import Progress
 from camkit.runner.store import Store, open_store
 from camkit.viz import colorize, overlay_mask
 

@@ -21,11 +21,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from camkit.inputs import ModelInput
-from camkit.layers import LayerSpec, resolve_layers
+from camkit.engine import LayerSpec, ModelInput, Progress, resolve_layers
 from camkit.models import DEFAULT_MODEL, LoadedModel, Preprocess, load_checkpoint, load_model
 from camkit.passes import run_methods
-from camkit.progress import Progress
 from camkit.registry import get_method, list_methods
 from camkit.runner.data import Batch, Items, Source, collate, dataset_source, folder_source, parse_target, target_text
 from camkit.runner.dist import Ranks, setup_ranks

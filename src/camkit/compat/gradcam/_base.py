@@ -26,10 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.engine import reference_tensor
-from camkit.hooked import Lifecycle
-from camkit.inputs import ImageArg, ModelInput
-from camkit.layers import LayerSpec, resolve_layers
+from camkit.engine import ImageArg, LayerSpec, Lifecycle, ModelInput, reference_tensor, resolve_layers
 from camkit.passes import own_pass
 from camkit.registry import MethodSpec, get_method
 from camkit.targets import Target
@@ -78,11 +75,12 @@ class CAMMethod(Lifecycle):
             transformer token and channels-last outputs (ViT, DeiT, Swin) are read as patch grids
             automatically (see :mod:`camkit.reshape`), other outputs are used as they are.
         batch_size: keyword-only: inputs per forward for methods that re-run the model (ScoreCAM,
-            AblationCAM, ...) or ``"auto"`` (:mod:`camkit.batching`); also an attribute (``cam.batch_size = 64``).
+            AblationCAM, ...) or ``"auto"`` (:func:`camkit.engine.auto_batch_size`); also an attribute
+            (``cam.batch_size = 64``).
         method: registry name (the named classes set it).
         image_arg: keyword-only: for models called with several inputs (``input_tensor`` a tuple of
             positional arguments or a dict of keyword arguments), which one is the image that
-            perturbation methods modify and whose size the maps take (see :mod:`camkit.inputs`).
+            perturbation methods modify and whose size the maps take (see :class:`camkit.engine.ModelInput`).
         **kwargs: keyword-only method options (e.g. ``k`` of FEM, ``camkit.get_method(name).options``);
             an unknown one raises ``TypeError`` naming the closest.
 

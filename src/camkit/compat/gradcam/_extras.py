@@ -15,8 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from camkit.hooked import Lifecycle
-from camkit.layers import resolve_layers
+from camkit.engine import Lifecycle, resolve_layers
 from camkit.methods.factorization import deep_feature_factorization
 from camkit.methods.guided import guided_backprop
 

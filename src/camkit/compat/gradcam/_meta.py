@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from camkit.hooked import Lifecycle
-from camkit.layers import LayerSpec
+from camkit.engine import LayerSpec, Lifecycle
 from camkit.methods.sess import SESS as NativeSESS
 from camkit.methods.wrappers import FinerWeightedTarget, most_similar_classes
 from camkit.methods.wrappers import RefineCAM as NativeRefineCAM

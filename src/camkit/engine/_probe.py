@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from camkit.capture import Capture
-from camkit.engine import eval_mode, paused
-from camkit.inputs import ModelInput
-from camkit.progress import Progress
+from camkit.engine._capture import Capture
+from camkit.engine._gate import eval_mode, paused
+from camkit.engine._inputs import ModelInput
+from camkit.engine._progress import Progress
 from camkit.registry import Probe
 from camkit.reshape import grid_index, scatter_grid
 

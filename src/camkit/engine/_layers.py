@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from camkit.engine import candidate_layers
+from camkit.engine._gate import candidate_layers
 from camkit.reshape import attention_kind, infer_layout, is_windowed, transformer_info
 
 __all__ = ["LayerSpec", "attention_blocks", "resolve_layers"]

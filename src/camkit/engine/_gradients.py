@@ -1,4 +1,4 @@
-"""The autograd half of :class:`camkit.capture.Capture`: gradients and Hessian-vector products of the captures.
+"""The autograd half of :class:`camkit.engine.Capture`: gradients and Hessian-vector products of the captures.
 
 Only :func:`torch.autograd.grad` is used (never ``Tensor.backward``), so no parameter's ``.grad``
 is touched and the backward stops at the target layers.
@@ -11,13 +11,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from camkit.engine import NO_GRAD_HINT
+from camkit.engine._gate import NO_GRAD_HINT
 
 __all__ = ["GradientsMixin"]
 
 
 class GradientsMixin:
-    """Gradients of a score with respect to what a capture holds (mixed into :class:`~camkit.capture.Capture`)."""
+    """Gradients of a score with respect to what a capture holds (mixed into :class:`~camkit.engine.Capture`)."""
 
     layer_names: list[str]
     model: Any

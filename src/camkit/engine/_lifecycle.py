@@ -12,7 +12,7 @@ import contextlib
 import weakref
 from typing import TypeVar
 
-from camkit.capture import Capture
+from camkit.engine._capture import Capture
 
 __all__ = ["HookedExtractor", "Lifecycle"]
 
@@ -89,7 +89,7 @@ class HookedExtractor(Lifecycle):
         Run the forward inside it (``with extractor.lean(): scores = model(x)``), then call the
         extractor as usual. Only the layers after the target layers are recorded, so a loss of your
         own on earlier layers cannot be differentiated from that forward: that is why the plain
-        forward (full graph) stays the default. See :meth:`camkit.capture.Capture.lean`.
+        forward (full graph) stays the default. See :meth:`camkit.engine.Capture.lean`.
 
         Example:
             >>> import torch

@@ -1,8 +1,8 @@
 """The TorchCAM-style extractor: the user runs the forward, the extractor turns it into maps.
 
 :class:`CAMExtractor` ties one registry method to the engine. The named classes of
-:mod:`camkit.methods` (``GradCAM``, ``ScoreCAM``, ...) are thin subclasses that fix the method and
-its options.
+:mod:`camkit.methods` (``GradCAM``, ``ScoreCAM``, ...) are subclasses made from the registry specs
+that fix the method (and take TorchCAM's positional options).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.batching import auto_batch_size
-from camkit.capture import Capture
-from camkit.hooked import HookedExtractor
-from camkit.inputs import ImageArg
-from camkit.layers import LayerSpec, resolve_layers
-from camkit.probe import REFORWARD_MODES, GridProbe, ModelProbe
+from camkit.engine._batching import auto_batch_size
+from camkit.engine._capture import Capture
+from camkit.engine._inputs import ImageArg
+from camkit.engine._layers import LayerSpec, resolve_layers
+from camkit.engine._lifecycle import HookedExtractor
+from camkit.engine._probe import REFORWARD_MODES, GridProbe, ModelProbe
 from camkit.registry import (
     ENGINE_SWITCHES,
     ActivationWeights,
@@ -32,7 +32,7 @@ from camkit.registry import (
 from camkit.reshape import TokenLayout, attention_kind, infer_layout, transformer_info
 from camkit.targets import ClassTarget, Target
 
-__all__ = ["CAMExtractor", "HookedExtractor"]
+__all__ = ["CAMExtractor"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -48,19 +48,19 @@ class CAMExtractor(HookedExtractor):
         method: registry name (subclasses set it).
         batch_size: inputs per forward for methods that re-run the model; ``"auto"``: the fastest
             on a CPU (measured once per model, input shape and layer), the largest that fits half
-            the free memory on a GPU (:func:`camkit.batching.auto_batch_size`).
+            the free memory on a GPU (:func:`camkit.engine.auto_batch_size`).
         enable_hooks: start with the hooks recording.
-        capture: an attached :class:`~camkit.capture.Capture` on the same layers to share with other
+        capture: an attached :class:`~camkit.engine.Capture` on the same layers to share with other
             extractors (:func:`camkit.compare` does this); its owner attaches and removes it.
         image_arg: for models called with several inputs (``model(x, v)``, ``model(**inputs)``):
-            which one is the image that perturbation methods modify (see :mod:`camkit.inputs`).
+            which one is the image that perturbation methods modify (see :class:`camkit.engine.ModelInput`).
         reshape_transform: maps activations and gradients to ``(N, C, *S)`` before weighting
             (default: transformer token and channels-last outputs are read as grids automatically,
             see :mod:`camkit.reshape`).
         eigen_smooth: the first principal component of the weighted activations instead of their sum.
         progress: a progress line for long perturbation runs (default: on a terminal).
         reforward: how AblationCAM-like methods re-run the network, ``"auto"``, ``"fast"`` or
-            ``"full"`` (see :mod:`camkit.probe`).
+            ``"full"`` (see :class:`camkit.engine.ModelProbe`).
         **options: the method's declared options (``camkit.get_method(name).options``: ``num_samples``,
             ``std``, ``generator``, ...); an unknown one raises ``TypeError`` naming the closest.
 
@@ -385,7 +385,7 @@ class CAMExtractor(HookedExtractor):
             return ops.normalize(cam) if normalized else cam
 
     def _auto_batch_size(self, layer: int, target: Target) -> int:
-        """Perturbed inputs per forward for ``batch_size="auto"`` (see :mod:`camkit.batching`)."""
+        """Perturbed inputs per forward for ``batch_size="auto"`` (see :func:`camkit.engine.auto_batch_size`)."""
         x = self._capture.input
         if x is None:
             return 32

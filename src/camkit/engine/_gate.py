@@ -1,6 +1,6 @@
-"""The engine: the hook gate, model-state restore, layer listing and guided ReLUs.
+"""The hook gate, model-state restore, input checks, layer listing and guided ReLUs.
 
-With :mod:`camkit.capture` (the target-layer hooks and their gradients) it is the only part of
+With :class:`camkit.engine.Capture` (the target-layer hooks and their gradients) it is the only part of
 camkit that registers hooks. It knows no method by name.
 
 * :func:`paused` makes every camkit hook ignore the forwards run inside it (dummy forwards,
@@ -41,7 +41,7 @@ __all__ = [
 logger = logging.getLogger("camkit")
 
 # Which camkit hooks may record: None = all of them; _NOBODY = none; a Capture = only that one.
-_GATE: ContextVar[object | None] = ContextVar("camkit_gate", default=None)
+GATE: ContextVar[object | None] = ContextVar("camkit_gate", default=None)
 _NOBODY = object()
 
 NO_GRAD_HINT = (
@@ -53,11 +53,11 @@ NO_GRAD_HINT = (
 @contextlib.contextmanager
 def paused() -> Iterator[None]:
     """Make every camkit hook ignore the forwards run inside this block."""
-    token = _GATE.set(_NOBODY)
+    token = GATE.set(_NOBODY)
     try:
         yield
     finally:
-        _GATE.reset(token)
+        GATE.reset(token)
 
 
 def _training_flags(model: nn.Module) -> dict[nn.Module, bool]:

@@ -30,9 +30,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from camkit._gradients import GradientsMixin
-from camkit.engine import _GATE, autocast_state
-from camkit.inputs import ImageArg, ModelInput
+from camkit.engine._gate import GATE, autocast_state
+from camkit.engine._gradients import GradientsMixin
+from camkit.engine._inputs import ImageArg, ModelInput
 from camkit.reshape import attention_kind, multihead_self_attention
 
 __all__ = ["Capture", "Recorded"]
@@ -100,7 +100,7 @@ class Capture(GradientsMixin):
             :attr:`input_grad`); implies ``capture_input``.
         attention: dotted names of attention modules whose probabilities to keep (:meth:`attention`).
         image_arg: which argument of the model's call is the image (a position or a keyword); default:
-            see :mod:`camkit.inputs`.
+            see :class:`camkit.engine.ModelInput`.
 
     Example:
         >>> import torch
@@ -214,11 +214,11 @@ class Capture(GradientsMixin):
         """Capture into fresh storage for the block, then give back the previous tensors."""
         saved = self.state
         self.reset()
-        token = _GATE.set(self)
+        token = GATE.set(self)
         try:
             yield self
         finally:
-            _GATE.reset(token)
+            GATE.reset(token)
             self.state = saved
 
     @contextlib.contextmanager
@@ -257,11 +257,11 @@ class Capture(GradientsMixin):
         camkit's own forwards (:func:`camkit.explain`, :func:`camkit.compare`, the pytorch-grad-cam
         style front door) run in it, so they never overwrite what a user's extractor captured.
         """
-        token = _GATE.set(self)
+        token = GATE.set(self)
         try:
             yield
         finally:
-            _GATE.reset(token)
+            GATE.reset(token)
 
     @contextlib.contextmanager
     def replacing(self, layer: int, output: Tensor) -> Iterator[None]:
@@ -272,18 +272,18 @@ class Capture(GradientsMixin):
         every other camkit hook is paused. For a layer called several times in one forward, only
         the call that was captured (the last) is replaced.
         """
-        token = _GATE.set(self)
+        token = GATE.set(self)
         self.state.seen = [0] * len(self.layer_names)
         self._replacement = (layer, output)
         try:
             yield
         finally:
             self._replacement = None
-            _GATE.reset(token)
+            GATE.reset(token)
 
     # hooks ---------------------------------------------------------------------------------
     def _recording(self) -> bool:
-        gate = _GATE.get()
+        gate = GATE.get()
         return self.enabled and (gate is None or gate is self)
 
     def _layer_hook(self, idx: int) -> Callable[[nn.Module, Any, Any], Any]:
