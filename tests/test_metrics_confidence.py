@@ -10,11 +10,13 @@ import torch
 from torch import Tensor, nn
 
 import camkit.methods as ck
-from camkit.metrics import (
+from camkit.compat.gradcam.metrics.cam_mult_image import (
     CamMultImageConfidenceChange,
-    ClassificationMetric,
     DropInConfidence,
     IncreaseInConfidence,
+)
+from camkit.metrics import (
+    ClassificationMetric,
     average_drop,
     confidence_change,
     increase_in_confidence,

@@ -9,12 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from camkit.metrics import (
+from camkit.compat.gradcam.metrics.road import (
     ROADCombined,
     ROADLeastRelevantFirst,
     ROADLeastRelevantFirstAverage,
     ROADMostRelevantFirst,
     ROADMostRelevantFirstAverage,
+)
+from camkit.metrics import (
     noisy_linear_imputation,
     removal_masks,
     road,

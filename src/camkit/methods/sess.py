@@ -247,7 +247,7 @@ class SESS(Lifecycle):
             for chunk in chunks(ids):
                 rows = chunk // p
                 grad = torch.enable_grad() if self.spec.needs_gradients else torch.no_grad()
-                with extractor._capture.recording(), grad:
+                with extractor.capture.recording(), grad:
                     out = self.model(patches(chunk))
                     maps.append(extractor(scores=out, targets=self._target(rows, classes, targets)))
                 if self.pre_filter_ratio == 0:

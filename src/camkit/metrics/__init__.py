@@ -9,9 +9,8 @@ under ``inference_mode`` on its own device, and returns per-sample values with t
 * ROAD (Rong et al. 2022): :func:`road`, :func:`road_combined`, :func:`noisy_linear_imputation`.
 * Deletion and insertion (RISE, Petsiuk et al. 2018): :func:`deletion`, :func:`insertion`.
 * Pointing game and energy-based pointing game: :func:`pointing_game`, :func:`energy_pointing_game`.
-* pytorch-grad-cam's classes: :class:`CamMultImageConfidenceChange`, :class:`DropInConfidence`,
-  :class:`IncreaseInConfidence`, :class:`ROADMostRelevantFirst`, :class:`ROADLeastRelevantFirst`,
-  their ``...Average`` versions and :class:`ROADCombined`.
+* pytorch-grad-cam's metric classes (``CamMultImageConfidenceChange``, ``ROADMostRelevantFirst``,
+  ...) are in :mod:`camkit.compat.gradcam.metrics`, the front door of that convention.
 
 Example:
     >>> import torch
@@ -24,7 +23,11 @@ Example:
 """
 
 from camkit.metrics._common import CurveResult as CurveResult
+from camkit.metrics._common import MapsLike as MapsLike
 from camkit.metrics._common import MetricResult as MetricResult
+from camkit.metrics._common import TargetLike as TargetLike
+from camkit.metrics._common import make_result as make_result
+from camkit.metrics._common import prepare_maps as prepare_maps
 from camkit.metrics._confidence import CAMExtractorLike as CAMExtractorLike
 from camkit.metrics._confidence import ClassificationMetric as ClassificationMetric
 from camkit.metrics._confidence import ConfidenceChange as ConfidenceChange
@@ -34,49 +37,41 @@ from camkit.metrics._confidence import increase_in_confidence as increase_in_con
 from camkit.metrics._deletion import deletion as deletion
 from camkit.metrics._deletion import gaussian_blur as gaussian_blur
 from camkit.metrics._deletion import insertion as insertion
-from camkit.metrics._gradcam_style import CamMultImageConfidenceChange as CamMultImageConfidenceChange
-from camkit.metrics._gradcam_style import DropInConfidence as DropInConfidence
-from camkit.metrics._gradcam_style import IncreaseInConfidence as IncreaseInConfidence
-from camkit.metrics._gradcam_style import ROADCombined as ROADCombined
-from camkit.metrics._gradcam_style import ROADLeastRelevantFirst as ROADLeastRelevantFirst
-from camkit.metrics._gradcam_style import ROADLeastRelevantFirstAverage as ROADLeastRelevantFirstAverage
-from camkit.metrics._gradcam_style import ROADMostRelevantFirst as ROADMostRelevantFirst
-from camkit.metrics._gradcam_style import ROADMostRelevantFirstAverage as ROADMostRelevantFirstAverage
 from camkit.metrics._pointing import boxes_to_masks as boxes_to_masks
 from camkit.metrics._pointing import energy_pointing_game as energy_pointing_game
 from camkit.metrics._pointing import pointing_game as pointing_game
 from camkit.metrics._road import DEFAULT_PERCENTILES as DEFAULT_PERCENTILES
+from camkit.metrics._road import checked_percentiles as checked_percentiles
 from camkit.metrics._road import noisy_linear_imputation as noisy_linear_imputation
 from camkit.metrics._road import removal_masks as removal_masks
 from camkit.metrics._road import road as road
+from camkit.metrics._road import road_at as road_at
 from camkit.metrics._road import road_combined as road_combined
 
 __all__ = [
     "DEFAULT_PERCENTILES",
     "CAMExtractorLike",
-    "CamMultImageConfidenceChange",
     "ClassificationMetric",
     "ConfidenceChange",
     "CurveResult",
-    "DropInConfidence",
-    "IncreaseInConfidence",
+    "MapsLike",
     "MetricResult",
-    "ROADCombined",
-    "ROADLeastRelevantFirst",
-    "ROADLeastRelevantFirstAverage",
-    "ROADMostRelevantFirst",
-    "ROADMostRelevantFirstAverage",
+    "TargetLike",
     "average_drop",
     "boxes_to_masks",
+    "checked_percentiles",
     "confidence_change",
     "deletion",
     "energy_pointing_game",
     "gaussian_blur",
     "increase_in_confidence",
     "insertion",
+    "make_result",
     "noisy_linear_imputation",
     "pointing_game",
+    "prepare_maps",
     "removal_masks",
     "road",
+    "road_at",
     "road_combined",
 ]

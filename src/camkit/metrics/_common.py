@@ -33,6 +33,8 @@ __all__ = [
     "MapsLike",
     "MetricResult",
     "TargetLike",
+    "make_result",
+    "prepare_maps",
 ]
 
 #: Maps accepted by every metric.

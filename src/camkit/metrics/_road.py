@@ -58,9 +58,11 @@ from camkit.metrics._imputation import linear_imputation
 
 __all__ = [
     "DEFAULT_PERCENTILES",
+    "checked_percentiles",
     "noisy_linear_imputation",
     "removal_masks",
     "road",
+    "road_at",
     "road_combined",
 ]
 
@@ -71,7 +73,13 @@ _ORDERS = ("morf", "lerf")
 _IMPUTE_PIXELS = 2**21
 
 
-def _percentiles(percentiles: Sequence[float], name: str = "percentiles") -> list[float]:
+def checked_percentiles(percentiles: Sequence[float], name: str = "percentiles") -> list[float]:
+    """The percentiles as a list of numbers strictly between 0 and 100.
+
+    Raises:
+        TypeError: for strings (pytorch-grad-cam's ``"auto"``) or non-numbers.
+        ValueError: for values outside (0, 100).
+    """
     if isinstance(percentiles, str) or any(isinstance(p, str) for p in percentiles):
         raise TypeError(
             f"{name} must be numbers in (0, 100), got {percentiles!r}; pytorch-grad-cam's 'auto' (Otsu) threshold "
@@ -113,7 +121,7 @@ def removal_masks(maps: Tensor, percentiles: Sequence[float], order: str = "morf
     """
     if order not in _ORDERS:
         raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
-    percents = _percentiles(percentiles)
+    percents = checked_percentiles(percentiles)
     flat = maps.flatten(1)
     ranking = torch.argsort(flat, dim=1, descending=order == "morf", stable=True)
     ranks = torch.argsort(ranking, dim=1)
@@ -279,7 +287,7 @@ def road(
     """
     if order not in _ORDERS:
         raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
-    percents = _percentiles(percentiles)
+    percents = checked_percentiles(percentiles)
     clean, scores, valid, _ = _road_scores(
         model, inputs, maps, targets, percents, [order], noise, generator, batch_size, image_arg=image_arg
     )
@@ -332,7 +340,7 @@ def road_combined(
         >>> road_combined(model, x, torch.ones(1, 4, 4) * 0.5, percentiles=[50], noise=0.0).mean  # a flat map
         0.0
     """
-    percents = _percentiles(percentiles)
+    percents = checked_percentiles(percentiles)
     _, scores, valid, _ = _road_scores(
         model, inputs, maps, targets, percents, ["morf", "lerf"], noise, generator, batch_size, image_arg=image_arg
     )
@@ -342,7 +350,7 @@ def road_combined(
     return CurveResult(per_sample=per_sample, mean=nanmean(per_sample), curve=curve, fractions=fractions)
 
 
-def _single(
+def road_at(
     order: str,
     percentile: float,
     inputs: Tensor,
@@ -355,7 +363,25 @@ def _single(
     generator: torch.Generator | None,
     batch_size: int,
 ) -> MetricResult | tuple[MetricResult, Tensor]:
-    kept = _percentiles([percentile], "percentile")[0]
+    """ROAD at one percentile of *kept* pixels (pytorch-grad-cam's convention) in one order.
+
+    Args:
+        order: ``"morf"`` or ``"lerf"``.
+        percentile: percent of the pixels kept.
+        inputs: the images.
+        maps: the maps.
+        targets: what to score.
+        model: the model.
+        return_visualization: also return the imputed images.
+        return_diff: the score change instead of the imputed score.
+        noise: imputation noise.
+        generator: its random generator.
+        batch_size: images per forward.
+
+    Returns:
+        The per-sample result (and the images when asked).
+    """
+    kept = checked_percentiles([percentile], "percentile")[0]
     clean, scores, valid, images = _road_scores(
         model, inputs, maps, targets, [100 - kept], [order], noise, generator, batch_size, return_visualization
     )

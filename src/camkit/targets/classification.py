@@ -70,7 +70,8 @@ def logits_of(output: Any, output_key: OutputKey | None = None) -> Tensor:
     return find_output(output, output_key, ("logits",), "class scores")
 
 
-def _category(value: Any, name: str = "category") -> int:
+def category_index(value: Any, name: str = "category") -> int:
+    """``value`` as a class index >= 0 (anything ``operator.index`` accepts), else an error naming ``name``."""
     try:
         index = operator.index(value)
     except TypeError:
@@ -236,7 +237,7 @@ class ClassifierOutputTarget(ClassTarget, RowwiseTarget):
     """
 
     def __init__(self, category: int, *, output_key: OutputKey | None = None) -> None:
-        self.category = _category(category)
+        self.category = category_index(category)
         super().__init__(self.category, output_key=output_key)
 
     def __repr__(self) -> str:
@@ -256,7 +257,7 @@ class ClassifierOutputSoftmaxTarget(ClassProbabilityTarget, RowwiseTarget):
     """
 
     def __init__(self, category: int, *, output_key: OutputKey | None = None) -> None:
-        self.category = _category(category)
+        self.category = category_index(category)
         super().__init__(self.category, output_key=output_key)
 
     def __repr__(self) -> str:
@@ -281,7 +282,7 @@ class ClassifierOutputReST(RowwiseTarget):
     """
 
     def __init__(self, category: int, *, output_key: OutputKey | None = None) -> None:
-        self.category = _category(category)
+        self.category = category_index(category)
         self.output_key = output_key
 
     def __call__(self, output: Any, rows: Tensor | None = None) -> Tensor:

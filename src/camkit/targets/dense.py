@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from camkit.targets._output import OutputKey, find_output, key_repr
-from camkit.targets.classification import RowwiseTarget, _category
+from camkit.targets.classification import RowwiseTarget, category_index
 
 __all__ = [
     "FasterRCNNBoxScoreTarget",
@@ -52,7 +52,7 @@ class SemanticSegmentationTarget(RowwiseTarget):
     """
 
     def __init__(self, category: int, mask: Any, *, output_key: OutputKey | None = None) -> None:
-        self.category = _category(category)
+        self.category = category_index(category)
         self.output_key = output_key
         self.mask = _as_tensor(mask, "mask")
         if self.mask.ndim != 2:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from camkit.targets._output import OutputKey, find_output, key_repr
-from camkit.targets.classification import RowwiseTarget, _category
+from camkit.targets.classification import RowwiseTarget, category_index
 
 __all__ = ["MultiLabelTarget", "RegressionTarget"]
 
@@ -43,7 +43,7 @@ class RegressionTarget(RowwiseTarget):
     """
 
     def __init__(self, unit: int = 0, negate: bool = False, *, output_key: OutputKey | None = None) -> None:
-        self.unit = _category(unit, "unit")
+        self.unit = category_index(unit, "unit")
         if not isinstance(negate, bool):
             raise TypeError(f"negate must be True or False, got {negate!r}")
         self.negate = negate
@@ -100,7 +100,7 @@ class MultiLabelTarget(RowwiseTarget):
     """
 
     def __init__(self, label: int, *, output_key: OutputKey | None = None) -> None:
-        self.label = _category(label, "label")
+        self.label = category_index(label, "label")
         self.output_key = output_key
 
     def __call__(self, output: Any, rows: Tensor | None = None) -> Tensor:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from camkit.ops import upsample
 from camkit.viz.colormaps import ColormapLike
-from camkit.viz.overlay import MaskLike, _as_cpu_map, _check_alpha, _check_image, colorize, overlay_mask
+from camkit.viz.overlay import MaskLike, as_cpu_map, check_alpha, check_image, colorize, overlay_mask
 
 __all__ = ["grid", "slices", "strip"]
 
@@ -58,7 +58,8 @@ def _paste_fitted(canvas: Image.Image, image: Image.Image, left: int, top: int, 
     canvas.paste(fitted, (left + (size - fitted.width) // 2, top + (size - fitted.height) // 2))
 
 
-def _check_size(value: object, name: str, minimum: int) -> int:
+def check_size(value: object, name: str, minimum: int) -> int:
+    """``value`` as an int of at least ``minimum``, or a ``ValueError`` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return value
@@ -115,7 +116,7 @@ def grid(
     """
     if isinstance(images, Image.Image) or len(images) == 0:
         raise ValueError("images must be a non-empty sequence of PIL images (one per row)")
-    rows = [_check_image(image, f"images[{i}]") for i, image in enumerate(images)]
+    rows = [check_image(image, f"images[{i}]") for i, image in enumerate(images)]
     if not isinstance(maps, Mapping):
         raise TypeError(f"maps must be a mapping of method name -> one map per image, got {type(maps).__name__}")
     for method, per_image in maps.items():
@@ -123,9 +124,9 @@ def grid(
             raise ValueError(f"maps[{method!r}] must hold one map per image, got a single map")
         if len(per_image) != len(rows):
             raise ValueError(f"maps[{method!r}] has {len(per_image)} maps for {len(rows)} images: give one per image")
-    weight = _check_alpha(alpha)
-    cell = _check_size(cell_size, "cell_size", 16)
-    pad = _check_size(padding, "padding", 0)
+    weight = check_alpha(alpha)
+    cell = check_size(cell_size, "cell_size", 16)
+    pad = check_size(padding, "padding", 0)
     labels = _check_labels(row_labels, len(rows), "row_labels")
 
     columns = [original_label, *maps]
@@ -168,7 +169,8 @@ def _gray_volume(volume: Tensor | np.ndarray[Any, Any]) -> Tensor:
     return (scaled * 255).round().to(torch.uint8)
 
 
-def _montage(pictures: Sequence[tuple[str, Image.Image]], columns: int, cell: int, pad: int) -> Image.Image:
+def montage(pictures: Sequence[tuple[str, Image.Image]], columns: int, cell: int, pad: int) -> Image.Image:
+    """Captioned pictures laid out in ``columns`` columns of ``cell``-pixel cells with ``pad`` pixels between."""
     font = _font(max(10, cell // 10))
     line = _line_height(font)
     rows = math.ceil(len(pictures) / columns)
@@ -222,16 +224,16 @@ def slices(
         >>> slices(torch.rand(16, 8, 8), num=4, cell_size=32).width  # 4 slices of 32 + 4 px padding
         148
     """
-    count = _check_size(num, "num", 1)
+    count = check_size(num, "num", 1)
     if isinstance(axis, bool) or not isinstance(axis, int) or not -3 <= axis <= 2:
         raise ValueError(f"axis must be 0, 1 or 2 (or -3..-1), got {axis!r}")
     axis %= 3
-    cell = _check_size(cell_size, "cell_size", 8)
-    pad = _check_size(padding, "padding", 0)
-    weight = _check_alpha(alpha)
+    cell = check_size(cell_size, "cell_size", 8)
+    pad = check_size(padding, "padding", 0)
+    weight = check_alpha(alpha)
     if not isinstance(volume, (Tensor, np.ndarray)):
         raise TypeError(f"volume must be a (D, H, W) tensor or numpy array, got {type(volume).__name__}")
-    cam = _as_cpu_map(volume, "volume", ndim=3)
+    cam = as_cpu_map(volume, "volume", ndim=3)
     gray = _gray_volume(image) if image is not None else None
     if gray is not None:
         cam = upsample(cam.unsqueeze(0), tuple(gray.shape))[0].clamp(0.0, 1.0)
@@ -247,8 +249,8 @@ def slices(
         else:
             picture = overlay_mask(Image.fromarray(gray[index].numpy()), cam[index], colormap, weight)
         pictures.append((f"{'dhw'[axis]}={index}", picture))
-    ncols = max(4, math.ceil(math.sqrt(len(pictures)))) if columns is None else _check_size(columns, "columns", 1)
-    return _montage(pictures, min(ncols, len(pictures)), cell, pad)
+    ncols = max(4, math.ceil(math.sqrt(len(pictures)))) if columns is None else check_size(columns, "columns", 1)
+    return montage(pictures, min(ncols, len(pictures)), cell, pad)
 
 
 #: Line colours of a signal's channels in the panel above its bar (channel 0 in the text colour).
@@ -333,10 +335,10 @@ def strip(
     """
     if not isinstance(maps, (Tensor, np.ndarray)):
         raise TypeError(f"maps must be an (N, L) tensor or numpy array, got {type(maps).__name__}")
-    bars = _as_cpu_map(maps.reshape(1, -1) if maps.ndim == 1 else maps, "maps", ndim=2)
-    bar_width, bar_height = _check_size(width, "width", 2), _check_size(row_height, "row_height", 2)
-    pad = _check_size(padding, "padding", 0)
-    panel = _check_size(signal_height, "signal_height", 0)
+    bars = as_cpu_map(maps.reshape(1, -1) if maps.ndim == 1 else maps, "maps", ndim=2)
+    bar_width, bar_height = check_size(width, "width", 2), check_size(row_height, "row_height", 2)
+    pad = check_size(padding, "padding", 0)
+    panel = check_size(signal_height, "signal_height", 0)
     if panel and signals is None:
         raise ValueError(f"signal_height={panel} draws the signals above the bars: pass signals=, or signal_height=0")
     lines = None if signals is None else _signal_rows(signals, bars.shape[0])

@@ -29,7 +29,7 @@ _MASK_MODES = ("F", "L", "1")
 _RANGE_TOLERANCE = 1e-4
 
 
-def _as_cpu_map(mask: Tensor | np.ndarray[Any, Any], name: str, ndim: int) -> Tensor:
+def as_cpu_map(mask: Tensor | np.ndarray[Any, Any], name: str, ndim: int) -> Tensor:
     """A float32 CPU copy of a map, leading singleton dims dropped down to ``ndim`` dims, in [0, 1].
 
     uint8 maps are read as bytes (``/ 255``); bool maps as 0/1.
@@ -89,10 +89,11 @@ def to_mask_image(mask: MaskLike, name: str = "mask") -> Image.Image:
         mask = torch.from_numpy(array)
     if not isinstance(mask, (Tensor, np.ndarray)):
         raise TypeError(f"{name} must be a PIL image, a torch tensor or a numpy array, got {type(mask).__name__}")
-    return Image.fromarray(_as_cpu_map(mask, name, ndim=2).numpy())
+    return Image.fromarray(as_cpu_map(mask, name, ndim=2).numpy())
 
 
-def _check_image(img: object, name: str = "img") -> Image.Image:
+def check_image(img: object, name: str = "img") -> Image.Image:
+    """``img`` if it is a PIL image, else a ``TypeError`` naming ``name``."""
     if not isinstance(img, Image.Image):
         raise TypeError(f"{name} must be a PIL.Image.Image, got {type(img).__name__}")
     if img.mode not in _IMAGE_MODES:
@@ -100,7 +101,8 @@ def _check_image(img: object, name: str = "img") -> Image.Image:
     return img
 
 
-def _check_alpha(alpha: object) -> float:
+def check_alpha(alpha: object) -> float:
+    """``alpha`` as a float in [0, 1), else a ``TypeError``/``ValueError`` that says so."""
     if isinstance(alpha, bool) or not isinstance(alpha, Real):
         raise TypeError(f"alpha must be a float in [0, 1), got {alpha!r} ({type(alpha).__name__})")
     value = float(alpha)
@@ -176,8 +178,8 @@ def overlay_mask(img: Image.Image, mask: MaskLike, colormap: ColormapLike = "jet
         >>> overlay_mask(img, torch.zeros(2, 2), alpha=0.5).getpixel((0, 0))
         (127, 127, 191)
     """
-    img = _check_image(img)
-    weight = _check_alpha(alpha)
+    img = check_image(img)
+    weight = check_alpha(alpha)
     values = _resized_map(mask, img.size, "mask")
     heatmap = Image.fromarray(apply_colormap(values.square(), colormap).numpy())
     return Image.blend(heatmap, img.convert("RGB"), weight)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from camkit.viz._style import PAGE_CSS
 from camkit.viz.colormaps import ColormapLike, apply_colormap
-from camkit.viz.overlay import MaskLike, _check_alpha, _check_image, overlay_mask
+from camkit.viz.overlay import MaskLike, check_alpha, check_image, overlay_mask
 
 __all__ = ["ReportRow", "render_report", "write_report"]
 
@@ -61,7 +61,7 @@ class ReportRow:
     def __post_init__(self) -> None:
         if not isinstance(self.title, str):
             raise TypeError(f"ReportRow.title must be a str, got {type(self.title).__name__}")
-        _check_image(self.image, "ReportRow.image")
+        check_image(self.image, "ReportRow.image")
         if isinstance(self.predictions, str) or not isinstance(self.predictions, Sequence):
             raise TypeError(
                 f"ReportRow.predictions must be a list of (class name, probability), got {self.predictions!r}"
@@ -270,7 +270,7 @@ def render_report(
     for name, text in (("title", title), ("subtitle", subtitle)):
         if not isinstance(text, str):
             raise TypeError(f"{name} must be a str, got {type(text).__name__}")
-    weight = _check_alpha(alpha)
+    weight = check_alpha(alpha)
     if isinstance(max_image_size, bool) or not isinstance(max_image_size, int) or max_image_size < 16:
         raise ValueError(f"max_image_size must be an int >= 16 (pixels), got {max_image_size!r}")
     if image_format not in _FORMATS:

@@ -27,8 +27,8 @@ from torch import Tensor
 
 from camkit.ops import upsample
 from camkit.viz.colormaps import ColormapLike
-from camkit.viz.grid import _check_size, _montage
-from camkit.viz.overlay import _as_cpu_map, _check_alpha, colorize, overlay_mask
+from camkit.viz.grid import check_size, montage
+from camkit.viz.overlay import as_cpu_map, check_alpha, colorize, overlay_mask
 
 __all__ = ["frame_strip", "save_gif", "video_frames"]
 
@@ -99,8 +99,8 @@ def video_frames(
     """
     if not isinstance(cam, (Tensor, np.ndarray)):
         raise TypeError(f"cam must be a (T, H, W) tensor or numpy array, got {type(cam).__name__}")
-    weight = _check_alpha(alpha)
-    volume = _as_cpu_map(cam, "cam", ndim=3)
+    weight = check_alpha(alpha)
+    volume = as_cpu_map(cam, "cam", ndim=3)
     if video is None:
         return [colorize(frame, colormap, size=size) for frame in volume]
     images = _video_images(video)
@@ -146,14 +146,14 @@ def frame_strip(
         >>> frame_strip(torch.rand(6, 4, 4), num=3, cell_size=32).size  # 3 cells of 32 + 4 px padding
         (112, 54)
     """
-    cell = _check_size(cell_size, "cell_size", 8)
-    pad = _check_size(padding, "padding", 0)
+    cell = check_size(cell_size, "cell_size", 8)
+    pad = check_size(padding, "padding", 0)
     frames = video_frames(cam, video, colormap=colormap, alpha=alpha)
-    count = len(frames) if num is None else min(_check_size(num, "num", 1), len(frames))
+    count = len(frames) if num is None else min(check_size(num, "num", 1), len(frames))
     indices = [math.floor((k + 0.5) * len(frames) / count) for k in range(count)]
     pictures = [(f"t={t}", frames[t]) for t in indices]
-    ncols = count if columns is None else min(_check_size(columns, "columns", 1), count)
-    return _montage(pictures, ncols, cell, pad)
+    ncols = count if columns is None else min(check_size(columns, "columns", 1), count)
+    return montage(pictures, ncols, cell, pad)
 
 
 def save_gif(
@@ -188,8 +188,8 @@ def save_gif(
             raise TypeError(f"every frame must be a PIL image, got {type(frame).__name__}")
     if len({frame.size for frame in frames}) != 1:
         raise ValueError(f"frames must all have one size, got {sorted({frame.size for frame in frames})}")
-    delay = _check_size(duration, "duration", 1)
-    repeat = _check_size(loop, "loop", 0)
+    delay = check_size(duration, "duration", 1)
+    repeat = check_size(loop, "loop", 0)
     file = Path(path)
     rgb = [frame.convert("RGB") for frame in frames]
     rgb[0].save(file, format="GIF", save_all=True, append_images=rgb[1:], duration=delay, loop=repeat)

@@ -138,9 +138,9 @@ class CAMMethod(Lifecycle):
         self.outputs: Any = None
         # Validate the layers now (errors list the candidates); None is resolved at the first call.
         # A method with its own layers (FullGrad) ignores target_layers, as in pytorch-grad-cam.
-        self._layer_names: list[str] | None = None
+        self.layer_names: list[str] | None = None
         if target_layers is not None and self.spec.layers is None:
-            self._layer_names = resolve_layers(model, target_layers, ())
+            self.layer_names = resolve_layers(model, target_layers, ())
 
     @property
     def batch_size(self) -> int | str:
@@ -152,7 +152,7 @@ class CAMMethod(Lifecycle):
         self._batch_size = _check_batch_size(value)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(method={self.spec.name!r}, target_layers={self._layer_names})"
+        return f"{type(self).__name__}(method={self.spec.name!r}, target_layers={self.layer_names})"
 
     # computing -----------------------------------------------------------------------------
     def __call__(
@@ -208,14 +208,14 @@ class CAMMethod(Lifecycle):
         Raises:
             TypeError: when ``input_tensor`` is not a batched tensor.
         """
-        call = self._prepare(input_tensor)
+        call = self.prepare(input_tensor)
         if not aug_smooth:
             maps, outputs = self._maps(call, targets, eigen_smooth)
             self.outputs = outputs
             return maps
         return self._aug_smooth(call, targets, eigen_smooth)
 
-    def _prepare(self, input_tensor: Any) -> ModelInput:
+    def prepare(self, input_tensor: Any) -> ModelInput:
         """Read the model's input (a tensor, tuple or dict) and move it to the model's device.
 
         Raises:
@@ -261,19 +261,20 @@ class CAMMethod(Lifecycle):
             raise ValueError(f"got {len(items)} targets for {n} images: pass one target per image")
         return items
 
-    def _layers(self, x: Tensor) -> list[str]:
-        if self._layer_names is None:
-            self._layer_names = resolve_layers(self.model, None, tuple(x.shape[1:]))
-        return self._layer_names
+    def layers_for(self, x: Tensor) -> list[str]:
+        """The target layer names; ``None`` at construction is resolved once from the first input ``x``."""
+        if self.layer_names is None:
+            self.layer_names = resolve_layers(self.model, None, tuple(x.shape[1:]))
+        return self.layer_names
 
     def _maps(
         self, call: ModelInput, targets: Sequence[PerSampleTarget] | None, eigen_smooth: bool
     ) -> tuple[Tensor, Any]:
         """One forward, the raw maps of every layer, then pytorch-grad-cam's post-processing."""
-        cams, outputs = self._raw_maps(call, lambda out: batched_target(targets, out, call.batch), eigen_smooth)
-        return self._postprocess(cams, call.image.shape[2:]), outputs
+        cams, outputs = self.raw_maps(call, lambda out: batched_target(targets, out, call.batch), eigen_smooth)
+        return self.postprocess(cams, call.image.shape[2:]), outputs
 
-    def _raw_maps(
+    def raw_maps(
         self, call: ModelInput, make_target: Callable[[Any], Target], eigen_smooth: bool
     ) -> tuple[list[Tensor], Any]:
         """One forward; the registry method's raw map of every layer for ``make_target(model output)``.
@@ -290,7 +291,7 @@ class CAMMethod(Lifecycle):
             self.spec,
             self.model,
             call,
-            None if own_layers else self._layers(call.image),
+            None if own_layers else self.layers_for(call.image),
             self.options,
             lambda out: [make_target(out)],
             normalized=False,
@@ -303,7 +304,7 @@ class CAMMethod(Lifecycle):
         return per_target[0], detach_output(outputs)
 
     @staticmethod
-    def _postprocess(cams: list[Tensor], size: Sequence[int]) -> Tensor:
+    def postprocess(cams: list[Tensor], size: Sequence[int]) -> Tensor:
         """ReLU, min-max and resize per layer; then ReLU, mean over layers and min-max.
 
         For one layer the first min-max is skipped: resizing commutes with a positive affine map

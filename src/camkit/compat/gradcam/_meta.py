@@ -72,7 +72,7 @@ class _OnBase(Lifecycle):
 
     def __repr__(self) -> str:
         base = type(self.base_cam).__name__
-        return f"{type(self).__name__}(base_method={base}, target_layers={self.base_cam._layer_names})"
+        return f"{type(self).__name__}(base_method={base}, target_layers={self.base_cam.layer_names})"
 
 
 class FinerCAM(_OnBase):
@@ -157,15 +157,15 @@ class FinerCAM(_OnBase):
         Returns:
             The maps.
         """
-        call = self.base_cam._prepare(input_tensor)
+        call = self.base_cam.prepare(input_tensor)
 
         def make_target(outputs: Any) -> Target:
             if targets is not None:
                 return batched_target(targets, outputs, call.batch)
             return self.target(outputs, alpha, comparison_categories, target_idx)
 
-        cams, self.outputs = self.base_cam._raw_maps(call, make_target, eigen_smooth)
-        return self.base_cam._postprocess(cams, call.image.shape[2:])
+        cams, self.outputs = self.base_cam.raw_maps(call, make_target, eigen_smooth)
+        return self.base_cam.postprocess(cams, call.image.shape[2:])
 
     @staticmethod
     def target(
@@ -259,12 +259,12 @@ class RefineCAM(_OnBase):
         Returns:
             The maps.
         """
-        call = self.base_cam._prepare(input_tensor)
-        cams, self.outputs = self.base_cam._raw_maps(
+        call = self.base_cam.prepare(input_tensor)
+        cams, self.outputs = self.base_cam.raw_maps(
             call, lambda out: batched_target(targets, out, call.batch), eigen_smooth
         )
         size = tuple(call.image.shape[2:])
-        per_layer = [self.base_cam._postprocess([cam], size) for cam in cams]
+        per_layer = [self.base_cam.postprocess([cam], size) for cam in cams]
         return NativeRefineCAM.fuse_cams(per_layer, size)
 
 
@@ -343,8 +343,8 @@ class SESS(_OnBase):
             "use_softmax_scores": use_softmax_scores,
             "batch_size": batch_size,
         }
-        if self.base_cam._layer_names is not None:
-            self._native(self.base_cam._layer_names, (3, 224, 224), False)  # validates the options now
+        if self.base_cam.layer_names is not None:
+            self._native(self.base_cam.layer_names, (3, 224, 224), False)  # validates the options now
 
     def _native(self, names: list[str], input_shape: Sequence[int], eigen_smooth: bool) -> NativeSESS:
         options = dict(self.base_cam.options)
@@ -368,11 +368,11 @@ class SESS(_OnBase):
         Returns:
             The maps.
         """
-        call = self.base_cam._prepare(input_tensor)
+        call = self.base_cam.prepare(input_tensor)
         if not call.single:
             raise TypeError("SESS re-scales and tiles its input: pass one input tensor (N, C, H, W)")
         x = call.image
-        sess = self._native(self.base_cam._layers(x), tuple(x.shape[1:]), eigen_smooth)
+        sess = self._native(self.base_cam.layers_for(x), tuple(x.shape[1:]), eigen_smooth)
         if targets is None:
             return sess(x)
         return sess(x, targets=batched_target(targets, None, x.shape[0]))

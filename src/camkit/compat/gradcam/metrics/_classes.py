@@ -28,9 +28,20 @@ from typing import Any, Literal, overload
 import torch
 from torch import Tensor, nn
 
-from camkit.metrics._common import MapsLike, MetricResult, TargetLike, make_result, prepare_maps
-from camkit.metrics._confidence import ConfidenceChange, confidence_change
-from camkit.metrics._road import DEFAULT_PERCENTILES, _percentiles, _single, road, road_combined
+from camkit.metrics import (
+    DEFAULT_PERCENTILES,
+    ConfidenceChange,
+    MapsLike,
+    MetricResult,
+    TargetLike,
+    checked_percentiles,
+    confidence_change,
+    make_result,
+    prepare_maps,
+    road,
+    road_at,
+    road_combined,
+)
 
 __all__ = [
     "CamMultImageConfidenceChange",
@@ -181,7 +192,7 @@ class ROADMostRelevantFirst:
         generator: torch.Generator | None = None,
         batch_size: int = 32,
     ) -> None:
-        self.percentile = _percentiles([percentile], "percentile")[0]
+        self.percentile = checked_percentiles([percentile], "percentile")[0]
         self.noise = noise
         self.generator = generator
         self.batch_size = batch_size
@@ -230,7 +241,7 @@ class ROADMostRelevantFirst:
         Returns:
             The per-sample values and their mean (and the imputed inputs).
         """
-        return _single(
+        return road_at(
             self.order,
             self.percentile,
             input_tensor,
@@ -297,7 +308,7 @@ class ROADMostRelevantFirstAverage:
         generator: torch.Generator | None = None,
         batch_size: int = 32,
     ) -> None:
-        self.percentiles = _percentiles(percentiles)
+        self.percentiles = checked_percentiles(percentiles)
         self.noise = noise
         self.generator = generator
         self.batch_size = batch_size
