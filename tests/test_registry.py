@@ -193,3 +193,39 @@ def test_options_go_only_to_the_methods_that_declare_them(net: nn.Module) -> Non
     with FEM(net, "3", k=0.5) as extractor:
         alone = extractor(1, net(x))
     torch.testing.assert_close(together["fem"][0], alone[0], rtol=0, atol=0)
+
+
+def test_misspelled_option_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["explain", "assets/chelsea.png", "--method", "sscam", "--option", "num_smaples=2"])
+    assert code == 1
+    assert "'num_smaples': did you mean 'num_samples'" in capsys.readouterr().err
+
+
+def test_option_values_are_python_literals() -> None:
+    from camkit.runner.command import option_pair
+
+    assert option_pair("k=0.5") == ("k", 0.5)
+    assert option_pair("kernel=rbf") == ("kernel", "rbf")
+    assert option_pair("max_channels=None") == ("max_channels", None)
+    with pytest.raises(Exception, match="NAME=VALUE"):
+        option_pair("nonsense")
+
+
+def test_run_checks_and_records_method_options(net: nn.Module, tmp_path: Any) -> None:
+    from camkit.models import LoadedModel, Preprocess
+
+    loaded = LoadedModel(net, "tiny", Preprocess(8, 8), target_layer="3")
+    images = [torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    common: dict[str, Any] = {"model": loaded, "workers": 0, "progress": False}
+    with pytest.raises(TypeError, match="run got an unexpected argument 'kk': did you mean 'k'"):
+        camkit.run(images, tmp_path / "a", methods=["fem"], kk=0.5, **common)
+    assert not (tmp_path / "a").exists()  # refused before any work
+    camkit.run(images, tmp_path / "b", methods=["fem", "gradcam"], k=0.5, **common)
+    x = torch.stack(images)
+    expected = camkit.compare(net, x, ["fem"], "3", k=0.5)["fem"][0]  # each image's top class
+    with camkit.open_store(tmp_path / "b") as store:
+        assert store.options["method_options"] == {"k": 0.5}
+        got = torch.stack([store[key].maps["fem"] for key in sorted(store, key=int)])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="other options"):
+        camkit.run(images, tmp_path / "b", methods=["fem", "gradcam"], k=0.25, **common)

@@ -25,9 +25,10 @@ import torch
 from camkit.engine import Progress, resolve_layers
 from camkit.explanation import Explanation, explain, open_image
 from camkit.models import DEFAULT_MODEL, LoadedModel, load_checkpoint, load_model
+from camkit.passes import method_options
 from camkit.registry import get_method, list_methods
+from camkit.runner.command import add_option_argument, export_command, run_command
 from camkit.runner.command import add_parsers as add_runner_parsers
-from camkit.runner.command import export_command, run_command
 from camkit.runner.data import IMAGE_SUFFIXES
 from camkit.viz import grid
 
@@ -74,6 +75,7 @@ def _add_explain_arguments(parser: argparse.ArgumentParser, default_method: str)
     parser.add_argument("--colormap", default="jet", help="overlay colormap (default: jet)")
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the image in the overlay (default: 0.5)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    add_option_argument(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,6 +160,8 @@ def _run(args: argparse.Namespace, default: str) -> tuple[LoadedModel, list[Path
     _check_numbers(args)
     files = _collect(args.images)
     names = _methods(args, default)
+    options = dict(args.option)
+    method_options([get_method(name) for name in names], options, "--option", ())  # before loading anything
     loaded = _load(args)
     images = [open_image(f) for f in files]  # fail on a corrupt file before any work
     num_classes = len(loaded.categories) if loaded.categories else None
@@ -186,6 +190,7 @@ def _run(args: argparse.Namespace, default: str) -> tuple[LoadedModel, list[Path
                 topk=args.topk,
                 batch_size=args.batch_size,
                 progress=None if not args.quiet else False,
+                **options,
             )
         )
         bar.update(len(chunk))

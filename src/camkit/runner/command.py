@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,34 @@ def _alpha(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
     return value
+
+
+def option_pair(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` of ``--option``: the value as a Python literal (``8``, ``0.5``, ``None``), else as text.
+
+    Raises:
+        argparse.ArgumentTypeError: without ``=`` or a name.
+    """
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (e.g. num_samples=8), got {text!r}")
+    try:
+        parsed: Any = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        parsed = value.strip()
+    return name.strip(), parsed
+
+
+def add_option_argument(parser: argparse.ArgumentParser) -> None:
+    """``--option NAME=VALUE``, repeatable: a method option (docs/methods.md, Options)."""
+    parser.add_argument(
+        "--option",
+        action="append",
+        type=option_pair,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a method option, repeatable (e.g. --option num_samples=8); see `camkit methods` and docs/methods.md",
+    )
 
 
 def _method_argument(parser: argparse.ArgumentParser, default: str) -> None:
@@ -101,6 +130,7 @@ def add_parsers(sub: Any) -> None:
     runner.add_argument("--overwrite", action="store_true", help="replace a store made with other options")
     runner.add_argument("--retry-failed", action="store_true", help="compute images that failed before again")
     runner.add_argument("--quiet", action="store_true", help="no progress line")
+    add_option_argument(runner)
     exporter = sub.add_parser("export", help="write overlay PNGs for the records of a store")
     exporter.add_argument("store", type=Path, help="a store written by camkit run")
     exporter.add_argument("--out", type=Path, required=True, help="output folder")
@@ -131,6 +161,7 @@ def run_command(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         retry_failed=args.retry_failed,
         progress=False if args.quiet else None,
+        **dict(args.option),
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"camkit run: {report.summary()}")

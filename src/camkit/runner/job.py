@@ -12,7 +12,7 @@ import hashlib
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from camkit.engine import LayerSpec, ModelInput, Progress, resolve_layers
 from camkit.models import DEFAULT_MODEL, LoadedModel, Preprocess, load_checkpoint, load_model
-from camkit.passes import run_methods
+from camkit.passes import method_options, run_methods
 from camkit.registry import get_method, list_methods
 from camkit.runner.data import Batch, Items, Source, collate, dataset_source, folder_source, parse_target, target_text
 from camkit.runner.dist import Ranks, setup_ranks
@@ -107,6 +107,32 @@ def _layers(loaded: LoadedModel, layer: LayerSpec, names: Sequence[str]) -> tupl
     return default, resolved
 
 
+#: run's own keyword arguments (named when an unknown option is close to one of them)
+_KEYWORDS = (
+    "methods",
+    "model",
+    "checkpoint",
+    "pretrained",
+    "layer",
+    "target",
+    "batch_size",
+    "workers",
+    "dtype",
+    "device",
+    "preprocess",
+    "keys",
+    "channels_last",
+    "overwrite",
+    "retry_failed",
+    "progress",
+)
+
+
+def _recordable(value: Any) -> Any:
+    """An option value as the store's JSON records it (its repr when JSON has no type for it)."""
+    return value if value is None or isinstance(value, bool | int | float | str) else repr(value)
+
+
 def _check(
     methods: str | Sequence[str], batch_size: int | None, workers: int | None, dtype: str | torch.dtype
 ) -> list[str]:
@@ -143,6 +169,7 @@ def run(
     overwrite: bool = False,
     retry_failed: bool = False,
     progress: bool | None = None,
+    **options: Any,
 ) -> RunReport:
     """Explain every image of a folder or dataset into a store that :func:`camkit.open_store` reads back.
 
@@ -178,6 +205,9 @@ def run(
         overwrite: replace a store made with other options.
         retry_failed: compute the images recorded as failed again.
         progress: a progress line on rank 0 (default: when stderr is a terminal).
+        **options: method options (``num_samples``, ``max_channels``, ...); each method gets those it
+            declares, one that no method declares raises ``TypeError`` naming the closest, and the
+            store records them (a resumed run must pass the same).
 
     Returns:
         The totals over all ranks (every rank gets the same report).
@@ -197,6 +227,7 @@ def run(
         (4, 0, [])
     """
     names = _check(methods, batch_size, workers, dtype)
+    method_options([get_method(name) for name in names], options, "run", _KEYWORDS)  # before any work
     rule = parse_target(target)
     src = folder_source(source) if isinstance(source, str | os.PathLike) else dataset_source(source, keys)
     if rule[0] == "label" and src.dataset is None and None in src.labels:
@@ -213,7 +244,7 @@ def run(
     if channels_last is None:
         channels_last = place.type == "cpu" and _known_family(loaded.name)
     kind = str(dtype).removeprefix("torch.")
-    plan = _Plan(src, Path(out), names, loaded, layers, rule, batch, kind, place, channels_last)
+    plan = _Plan(src, Path(out), names, loaded, layers, rule, batch, kind, place, channels_last, options)
     options = plan.options(default_layer)
     ranks = setup_ranks(place)
     was_training = net.training
@@ -239,11 +270,13 @@ class _Plan:
     dtype: str
     place: torch.device
     channels_last: bool = False
+    method_options: dict[str, Any] = field(default_factory=dict)
 
     def options(self, default_layer: list[str]) -> dict[str, Any]:
         """What the maps depend on: recorded in the store, compared when a run resumes it."""
         pre = self.loaded.preprocess
-        return {
+        given = {"method_options": {k: _recordable(v) for k, v in sorted(self.method_options.items())}}
+        return ({} if not self.method_options else given) | {
             "source": self.src.identity,
             "model": self.loaded.name,
             "weights": _fingerprint(self.loaded.model),
@@ -356,6 +389,8 @@ def _one_batch(plan: _Plan, batch: Batch, writer: PartWriter, report: RunReport)
             batch_size=x.shape[0],
             switches={"progress": False},
             where="run",
+            keywords=_KEYWORDS,
+            **plan.method_options,
         )
         values, top = probabilities.topk(min(TOP_PREDICTIONS, probabilities.shape[1]), dim=1)
         dtype = _DTYPES[plan.dtype]
