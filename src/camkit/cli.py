@@ -302,7 +302,8 @@ def _methods_cmd() -> int:
     width = max(len(n) for n in names)
     for name in names:
         spec = get_method(name)
-        print(f"{name:<{width}}  {spec.family:<12}  {spec.summary}")
+        options = ", ".join(f"{key}={option.default!r}" for key, option in spec.options.items())
+        print(f"{name:<{width}}  {spec.family:<12}  {spec.summary}" + (f"  [--option {options}]" if options else ""))
     return 0
 
 

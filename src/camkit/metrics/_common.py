@@ -25,8 +25,7 @@ from torch import Tensor, nn
 
 from camkit import ops
 from camkit.engine import ImageArg, ModelInput, paused, perturbed_forward
-from camkit.targets import ClassProbabilityTarget, RowwiseTarget, logits_of
-from camkit.targets._output import select_rows
+from camkit.targets import ClassProbabilityTarget, RowwiseTarget, logits_of, select_rows
 
 __all__ = [
     "CurveResult",

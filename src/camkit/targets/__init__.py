@@ -26,8 +26,10 @@ Example:
 
 from __future__ import annotations
 
+from camkit.targets._output import batch_size_of as batch_size_of
 from camkit.targets._output import describe_output as describe_output
 from camkit.targets._output import find_output as find_output
+from camkit.targets._output import select_rows as select_rows
 from camkit.targets.classification import BinaryClassifierOutputTarget as BinaryClassifierOutputTarget
 from camkit.targets.classification import ClassifierOutputReST as ClassifierOutputReST
 from camkit.targets.classification import ClassifierOutputSoftmaxTarget as ClassifierOutputSoftmaxTarget
@@ -60,8 +62,10 @@ __all__ = [
     "SemanticSegmentationTarget",
     "SimilarityToConceptTarget",
     "Target",
+    "batch_size_of",
     "box_iou",
     "describe_output",
     "find_output",
     "logits_of",
+    "select_rows",
 ]

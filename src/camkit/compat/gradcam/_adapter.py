@@ -33,9 +33,10 @@ from camkit.targets import (
     ClassTarget,
     RowwiseTarget,
     Target,
+    batch_size_of,
     logits_of,
+    select_rows,
 )
-from camkit.targets._output import batch_size_of, select_rows
 
 __all__ = ["PerSampleTargets", "batch_size_of", "batched_target", "detach_output", "select_rows"]
 
