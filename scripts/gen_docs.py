@@ -53,15 +53,30 @@ TRANSFORMERS = [
 
 def methods_table() -> str:
     """One row per registry method: class, name, whether `scores` is needed, family, summary (all from the spec)."""
+    from camkit.engine import candidate_layers
+    from camkit.models import load_model
+
+    default = load_model("efficientnet_lite0", pretrained=False)
+    shape = dict(candidate_layers(default.model, (3, 224, 224)))[str(default.target_layer)]
+    channels, positions = shape[1], shape[2] * shape[3]
     rows = [
-        "| class | registry name | needs `scores` | family | what it does |",
-        "|---|---|---|---|---|",
+        "| class | registry name | needs `scores` | family | forwards per image and class¹ | what it does |",
+        "|---|---|---|---|---|---|",
     ]
     for name in camkit.list_methods():
         spec = camkit.get_method(name)
         summary = spec.summary.split(": ", 1)[-1].rstrip(".").replace("|", "\\|")
         scores = "yes" if spec.needs_scores else "no"
-        rows.append(f"| `{spec.class_name}` | `{name}` | {scores} | {spec.family} | {summary} |")
+        cost = "1" if spec.cost == "0" else f"1 + `{spec.cost}` = {spec.forwards(channels, positions):,}"
+        rows.append(f"| `{spec.class_name}` | `{name}` | {scores} | {spec.family} | {cost} | {summary} |")
+    rows.append("")
+    rows.append(
+        f"¹ At the default options, on the default model (EfficientNet-Lite0 at `{default.target_layer}`: "
+        f"C = {channels} channels, P = {positions} positions); `camkit methods` lists the same. "
+        "AblationCAM's and Recipro-CAM's forwards run only the layers after the target layer; Score-CAM and "
+        "IS-CAM skip flat channels, so theirs is an upper bound. `--method fast` (the default of `camkit "
+        "report`) takes the methods of cost 1; a run estimated to take over a minute prints the estimate first."
+    )
     return "\n".join(rows)
 
 

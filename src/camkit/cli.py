@@ -15,14 +15,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
-from camkit.engine import Progress, resolve_layers
+from camkit import __version__
+from camkit.engine import Progress, candidate_layers, eval_mode, resolve_layers
 from camkit.explanation import Explanation, explain, open_image
 from camkit.models import DEFAULT_MODEL, LoadedModel, load_checkpoint, load_model
 from camkit.passes import method_options
@@ -41,7 +43,8 @@ class UserError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"camkit: error: {message} (see camkit {self.prog.split()[-1]} --help)\n")
+        command = " ".join(self.prog.split()[1:])  # "" for camkit itself, "explain" for its subcommand
+        self.exit(2, f"camkit: error: {message} (see camkit {command + ' ' if command else ''}--help)\n")
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,13 +61,14 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_explain_arguments(parser: argparse.ArgumentParser, default_method: str) -> None:
     parser.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
-    methods = [*list_methods(), "all"]
+    methods = [*list_methods(), "fast", "all"]
     parser.add_argument(
         "--method",
         action="append",
         choices=methods,
         metavar="METHOD",
-        help=f"CAM method, repeatable (default: {default_method}); one of: {', '.join(methods)}",
+        help=f"CAM method, repeatable (default: {default_method}); one of: {', '.join(methods)} "
+        "(fast: the methods that need one forward per image; all: every method, some cost thousands)",
     )
     _add_model_arguments(parser)
     parser.add_argument("--layer", action="append", help="target layer name, repeatable (default: the model's)")
@@ -81,6 +85,7 @@ def _add_explain_arguments(parser: argparse.ArgumentParser, default_method: str)
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (subcommands ``explain``, ``report``, ``run``, ``export``, ``methods``, ``layers``)."""
     parser = _Parser(prog="camkit", description="Class activation maps for PyTorch models.")
+    parser.add_argument("--version", action="version", version=f"camkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     explain_cmd = sub.add_parser(
         "explain", help="write overlay PNGs and raw maps (.npy) per image, method and class (+ a grid of methods)"
@@ -88,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_explain_arguments(explain_cmd, "gradcam")
     explain_cmd.add_argument("--out", type=Path, default=Path("camkit-out"), help="output folder")
     report = sub.add_parser("report", help="write a self-contained HTML page of images x methods")
-    _add_explain_arguments(report, "all")
+    _add_explain_arguments(report, "fast")
     report.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file to write")
     report.add_argument(
         "--metrics-steps",
@@ -141,9 +146,18 @@ def _collect(paths: Sequence[Path]) -> list[Path]:
     return files
 
 
+def fast_methods() -> list[str]:
+    """The methods that need one forward (and backward) per image and are deterministic: ``--method fast``."""
+    return [name for name in list_methods() if get_method(name).cost == "0" and not get_method(name).stochastic]
+
+
 def _methods(args: argparse.Namespace, default: str) -> list[str]:
     chosen = args.method or [default]
-    return list_methods() if "all" in chosen else list(dict.fromkeys(chosen))
+    if "all" in chosen:
+        return list_methods()
+    if "fast" in chosen:
+        return list(dict.fromkeys([*fast_methods(), *(c for c in chosen if c != "fast")]))
+    return list(dict.fromkeys(chosen))
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -176,6 +190,10 @@ def _run(args: argparse.Namespace, default: str) -> tuple[LoadedModel, list[Path
         except ValueError as error:
             hint = f"list the layers with: camkit layers --model {args.model}"
             raise UserError(f"{str(error).split('; did you')[0]}; {hint}") from None
+    classes = 1 if args.class_idx is not None else args.topk
+    warning = _cost_warning(loaded, layer, names, options, len(files), classes, args.batch_size)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     bar = Progress(len(files), "images", enabled=None if not args.quiet else False)
     results = []
     for start in range(0, len(images), args.batch_size):
@@ -196,6 +214,74 @@ def _run(args: argparse.Namespace, default: str) -> tuple[LoadedModel, list[Path
         bar.update(len(chunk))
     bar.close()
     return loaded, files, names, results
+
+
+#: a run estimated to take longer than this gets a warning line with the estimate first
+LONG_RUN_SECONDS = 60.0
+
+
+def long_run_warning(forwards: Mapping[str, int], images: int, classes: int, seconds_per_forward: float) -> str | None:
+    """The warning line for a run whose model forwards would take long, or ``None``.
+
+    Args:
+        forwards: method name → model forwards per image and class (:meth:`MethodSpec.forwards`).
+        images: how many images.
+        classes: explained classes per image.
+        seconds_per_forward: the measured time of one image's forward.
+
+    Returns:
+        One line naming the costly methods and the estimate, or ``None`` under :data:`LONG_RUN_SECONDS`.
+
+    Example:
+        >>> long_run_warning({"gradcam": 1, "scorecam": 1281}, 2, 1, 0.02) is None  # 2,562 forwards: 51 s
+        True
+        >>> long_run_warning({"gradcam": 1, "scorecam": 1281}, 2, 3, 0.02)[:61]
+        'camkit: about 7,682 model forwards (scorecam 1,281 per image '
+    """
+    extra = {name: count - 1 for name, count in forwards.items() if count > 1}
+    total = images * (1 + classes * sum(extra.values()))
+    seconds = total * seconds_per_forward
+    if seconds < LONG_RUN_SECONDS:
+        return None
+    costly = ", ".join(f"{name} {count + 1:,}" for name, count in sorted(extra.items(), key=lambda kv: -kv[1]))
+    took = f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+    return (
+        f"camkit: about {total:,} model forwards ({costly} per image and class), roughly {took} on this machine; "
+        "`camkit methods` lists each method's cost, and --option max_channels=64 caps the Score-CAM family"
+    )
+
+
+def _cost_warning(
+    loaded: LoadedModel,
+    layer: Any,
+    names: Sequence[str],
+    options: dict[str, Any],
+    images: int,
+    classes: int,
+    batch: int,
+) -> str | None:
+    """The long-run warning for this run: the target layer's shape, and one timed forward when it may matter."""
+    specs = [get_method(name) for name in names]
+    if all(spec.cost == "0" for spec in specs):
+        return None  # one forward (and backward) per image: never long for a folder of photos
+    size = (3, loaded.preprocess.crop, loaded.preprocess.crop)
+    chosen = resolve_layers(loaded.model, layer if layer is not None else loaded.target_layer, size)[0]
+    shape = dict(candidate_layers(loaded.model, size))[chosen]
+    channels, positions = (shape[1], int(torch.tensor(shape[2:]).prod())) if len(shape) > 2 else (1, 1)
+    forwards = {
+        spec.name: spec.forwards(channels, positions, {k: v for k, v in options.items() if k in spec.options})
+        for spec in specs
+    }
+    x = torch.zeros((min(batch, 8), *size), device=next(loaded.model.parameters()).device)
+    with torch.inference_mode(), eval_mode(loaded.model):
+        loaded.model(x)  # warm-up
+        timings = []
+        for _ in range(3):
+            start = time.perf_counter()
+            loaded.model(x)
+            timings.append(time.perf_counter() - start)
+        seconds = min(timings) / x.shape[0]
+    return long_run_warning(forwards, images, classes, seconds)
 
 
 def _print_predictions(files: Sequence[Path], results: Sequence[Explanation], k: int = 3) -> None:
@@ -233,9 +319,10 @@ def _explain(args: argparse.Namespace) -> int:
                 figure.save(args.out / f"{stem}_grid.png")
         offset += result.classes.shape[0]
     _print_predictions(files, results)
+    plural = "s" if written != 1 else ""
     print(
-        f"wrote {written} overlays (.png) and raw maps (.npy) to {args.out}/ [model {loaded.name}, layer(s) "
-        f"{', '.join(sorted({n for r in results for v in r.layers.values() for n in v[:1]}))}]"
+        f"wrote {written} overlay{plural} (.png) and raw map{plural} (.npy) to {args.out}/ [model {loaded.name}, "
+        f"layer(s) {', '.join(sorted({n for r in results for v in r.layers.values() for n in v[:1]}))}]"
     )
     return 0
 
@@ -303,7 +390,9 @@ def _methods_cmd() -> int:
     for name in names:
         spec = get_method(name)
         options = ", ".join(f"{key}={option.default!r}" for key, option in spec.options.items())
-        print(f"{name:<{width}}  {spec.family:<12}  {spec.summary}" + (f"  [--option {options}]" if options else ""))
+        cost = "1" if spec.cost == "0" else f"1 + {spec.cost}"
+        line = f"{name:<{width}}  {spec.family:<12}  {spec.summary}  [forwards per image: {cost}]"
+        print(line + (f"  [--option {options}]" if options else ""))
     return 0
 
 

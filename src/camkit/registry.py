@@ -203,6 +203,10 @@ class MethodSpec:
         extractor: a hand-written TorchCAM-style class (only where the constructor takes extra
             positional arguments, e.g. CAM's ``fc_layer``); ``None``: the class is generated.
         notes: extra paragraphs for the generated docstrings (how camkit differs from the peers).
+        cost: the model forwards per image and explained class beyond the shared one, as an
+            expression in ``C`` (the target layer's channels), ``P`` (its positions) and the
+            options (``"min(C, max_channels or C) * num_samples"``); ``"0"`` for methods that
+            need only the shared forward (and backward). See :meth:`forwards`.
     """
 
     name: str
@@ -227,12 +231,30 @@ class MethodSpec:
     fuse_scale: Callable[[Tensor], Tensor] | None = None
     extractor: type | None = None
     notes: str = ""
+    cost: str = "0"
 
     @property
     def formula(self) -> str:
         """The weight function's docstring: the formula and its reference."""
         doc = getattr(self.weights, "__doc__", None) or ""
         return _dedent(doc)
+
+    def forwards(self, channels: int, positions: int, options: Mapping[str, Any] | None = None) -> int:
+        """Model forwards per image and explained class, the shared one included (``1 + cost``).
+
+        Args:
+            channels: the target layer's channels ``C``.
+            positions: its spatial positions ``P`` (``H * W``).
+            options: the options given (defaults fill the rest).
+
+        Returns:
+            The count at these settings (perturbation forwards are batched, ``batch_size`` at a time).
+
+        Example:
+            >>> get_method("gradcam").forwards(1280, 49), get_method("scorecam").forwards(1280, 49)
+            (1, 1281)
+        """
+        return 1 + _cost(self.cost, channels, positions, {**self.defaults(), **(options or {})})
 
     def defaults(self) -> dict[str, Any]:
         """Every declared option with its default value."""
@@ -256,6 +278,17 @@ class MethodSpec:
         for key, value in given.items():
             self.options[key].check(where or self.class_name, key, value)
         return {**self.defaults(), **given}
+
+
+def _cost(expression: str, channels: int, positions: int, options: Mapping[str, Any]) -> int:
+    """Evaluate a spec's ``cost`` expression (names: ``C``, ``P``, the options; functions: min, max)."""
+    names = {
+        **{k: v for k, v in options.items() if isinstance(v, int | float) or v is None},
+        "C": channels,
+        "P": positions,
+    }
+    value = eval(expression, {"__builtins__": {"min": min, "max": max}}, names)
+    return max(0, round(float(value)))
 
 
 def _dedent(text: str) -> str:
@@ -305,6 +338,7 @@ def register(
     fuse_scale: Callable[[Tensor], Tensor] | None = ...,
     extractor: type | None = ...,
     notes: str = ...,
+    cost: str = ...,
 ) -> Callable[[GradientWeights], GradientWeights]: ...
 
 
@@ -332,6 +366,7 @@ def register(
     fuse_scale: Callable[[Tensor], Tensor] | None = ...,
     extractor: type | None = ...,
     notes: str = ...,
+    cost: str = ...,
 ) -> Callable[[ActivationWeights], ActivationWeights]: ...
 
 
@@ -358,6 +393,7 @@ def register(
     fuse_scale: Callable[[Tensor], Tensor] | None = None,
     extractor: type | None = None,
     notes: str = "",
+    cost: str = "0",
 ) -> Callable[[Any], Any]:
     r"""Register a method: its weight function and everything else camkit derives from it.
 
@@ -387,6 +423,8 @@ def register(
         fuse_scale: per-map transform before fusing layers (see :class:`MethodSpec`).
         extractor: a hand-written TorchCAM-style class, see :class:`MethodSpec`.
         notes: extra docstring paragraphs.
+        cost: forwards per image beyond the shared one, an expression in ``C``, ``P`` and the
+            options (see :class:`MethodSpec`).
 
     Returns:
         A decorator that stores the spec and returns the function unchanged.
@@ -429,6 +467,12 @@ def register(
         if key not in declared and key != "batch_size":
             raise ValueError(f"positional option {key!r} of method {name!r} is not declared in options")
     spec_options: Mapping[str, Option] = MappingProxyType(declared)
+    try:
+        _cost(cost, 64, 49, {key: option.default for key, option in declared.items()})
+    except Exception as error:
+        raise ValueError(
+            f"cost {cost!r} of method {name!r} is not an expression in C, P and its options: {error}"
+        ) from None
     scores = (needs_gradients and not needs_input) if needs_scores is None else needs_scores
 
     def decorator(fn: Any) -> Any:
@@ -455,6 +499,7 @@ def register(
             fuse_scale=fuse_scale,
             extractor=extractor,
             notes=notes,
+            cost=cost,
         )
         return fn
 

@@ -26,6 +26,7 @@ def _probe(ctx: MethodContext, name: str) -> Probe:
     class_name="AblationCAM",
     peer_names=("AblationCAM",),
     options={"ablation_value": Option(0.0, (float, int), "the value an ablated channel is set to")},
+    cost="C",
     notes=(
         "Engine switches that matter here: ``batch_size`` (ablated activations per forward), ``reforward`` "
         '(``"auto"``: re-run only the layers after the target layer, checked, with a fallback to full forwards) '
@@ -91,6 +92,7 @@ def _position_masks(spatial: tuple[int, ...], kernel: str, dtype: torch.dtype, d
     "reciprocam",
     class_name="ReciproCAM",
     options={"kernel": Option("gaussian", (str,), "the mask around each position, 'gaussian' or 'point'")},
+    cost="P",
     needs_gradients=False,
     needs_input=True,
     relu=False,

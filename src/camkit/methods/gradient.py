@@ -108,6 +108,7 @@ def layercam(a: Tensor, g: Tensor, ctx: MethodContext) -> Tensor:
         "generator": Option(None, (torch.Generator,), "a torch.Generator for reproducible noise"),
     },
     positional=("num_samples", "std"),
+    cost="num_samples",
     notes=(
         "Derivatives are averaged over ``num_samples`` noisy copies of the input (run by camkit in eval mode, "
         "``batch_size`` copies per forward); :math:`A` is the activation of the clean input. TorchCAM 0.5 uses the "

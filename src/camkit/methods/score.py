@@ -196,6 +196,7 @@ def _option_int(ctx: MethodContext, key: str, default: int) -> int:
     options={"max_channels": _MAX_CHANNELS},
     positional=("batch_size",),
     notes=_SCORE_NOTES,
+    cost="min(C, max_channels or C)",
     needs_gradients=False,
     needs_input=True,
     family="perturbation",
@@ -222,6 +223,7 @@ def scorecam(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
     },
     positional=("batch_size", "num_samples", "std"),
     notes=_SCORE_NOTES,
+    cost="min(C, max_channels or C) * num_samples",
     needs_gradients=False,
     needs_input=True,
     family="perturbation",
@@ -249,6 +251,7 @@ def sscam(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
     class_name="ISCAM",
     options={"num_samples": Option(10, (int,), "number of integration steps"), "max_channels": _MAX_CHANNELS},
     positional=("batch_size", "num_samples"),
+    cost="min(C, max_channels or C) * (num_samples - 1) + 1",
     notes=_SCORE_NOTES
     + " The mask strength of step ``i`` is :math:`i(i-1)/(2N)`, as in the documented formula (TorchCAM 0.5's "
     "loop is shifted by one sample and reaches :math:`(N+1)/2`).",
