@@ -154,13 +154,11 @@ def test_maps_in_every_form_give_the_same_result(region_model: RegionMean) -> No
     )
 
 
-def test_nan_map_gives_nan_for_that_sample_only(region_model: RegionMean) -> None:
+def test_nan_map_is_refused_naming_the_sample(region_model: RegionMean) -> None:
     maps = torch.rand(2, 8, 8)
     maps[1, 0, 0] = float("nan")
-    result = deletion(region_model, torch.rand(2, 3, 8, 8), maps, ClassTarget(0), steps=4)
-    assert not torch.isnan(result.per_sample[0])
-    assert torch.isnan(result.per_sample[1])
-    assert result.mean == pytest.approx(float(result.per_sample[0]))
+    with pytest.raises(ValueError, match=r"NaN/inf values in sample\(s\) \[1\]"):
+        deletion(region_model, torch.rand(2, 3, 8, 8), maps, ClassTarget(0), steps=4)
 
 
 @pytest.mark.parametrize(

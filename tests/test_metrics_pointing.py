@@ -57,13 +57,14 @@ def test_pointing_game_resizes_maps_to_the_box_size() -> None:
     assert pointing_game([small], boxes=torch.tensor([[1, 1, 2, 2]])).mean == 1.0  # boxes in the map's own pixels
 
 
-def test_flat_or_nan_maps_have_no_maximum() -> None:
-    maps = torch.stack([torch.ones(4, 4), _peak_map(1, 1, (4, 4)), torch.full((4, 4), float("nan"))])
-    result = pointing_game(maps, boxes=torch.tensor([[0, 0, 2, 2]] * 3))
+def test_flat_maps_have_no_maximum_and_nan_maps_are_refused() -> None:
+    maps = torch.stack([torch.ones(4, 4), _peak_map(1, 1, (4, 4))])
+    result = pointing_game(maps, boxes=torch.tensor([[0, 0, 2, 2]] * 2))
     assert torch.isnan(result.per_sample[0])
-    assert torch.isnan(result.per_sample[2])
     assert result.per_sample[1] == 1.0
     assert result.mean == 1.0
+    with pytest.raises(ValueError, match=r"NaN/inf values in sample\(s\) \[2\]"):
+        pointing_game(torch.cat([maps, torch.full((1, 4, 4), float("nan"))]), boxes=torch.tensor([[0, 0, 2, 2]] * 3))
 
 
 def test_energy_pointing_game_by_hand() -> None:

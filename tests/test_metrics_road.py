@@ -268,12 +268,11 @@ def test_batching_state_and_visualization() -> None:
     torch.testing.assert_close(result.per_sample, model.eval()(images)[:, 0] - model(x)[:, 0])
 
 
-def test_nan_map_sample_is_nan() -> None:
+def test_inf_map_is_refused_naming_the_sample() -> None:
     maps = torch.rand(2, 8, 8)
     maps[0, 1, 1] = float("inf")
-    result = road(RegionMean().eval(), torch.rand(2, 3, 8, 8), maps, ClassTarget(0), percentiles=[50])
-    assert torch.isnan(result.per_sample[0])
-    assert not torch.isnan(result.per_sample[1])
+    with pytest.raises(ValueError, match=r"NaN/inf values in sample\(s\) \[0\]"):
+        road(RegionMean().eval(), torch.rand(2, 3, 8, 8), maps, ClassTarget(0), percentiles=[50])
 
 
 @pytest.mark.parametrize(

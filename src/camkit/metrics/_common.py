@@ -3,8 +3,10 @@
 Maps may come from any method: the list an extractor returns (several layers are fused with
 :func:`camkit.ops.fuse`), one tensor ``(N, *S)`` or ``(N, 1, *S)``, or numpy arrays (e.g. the
 pytorch-grad-cam front door's output). They are moved to the input's device and resized to the
-input's spatial size with (bi/tri)linear interpolation. A map holding NaN or inf values makes that
-sample's value NaN; means skip NaN samples.
+input's spatial size with (bi/tri)linear interpolation. Maps or inputs holding NaN or inf values are
+refused with a ``ValueError`` naming the samples (a metric of them would be meaningless); a value
+left undefined by a metric itself (e.g. the pointing game on a flat map) is NaN, and means skip NaN
+samples.
 
 Targets are the engine's target objects (:mod:`camkit.targets`); a plain int or a list of ints
 (one per sample) means the softmax probability of that class (:class:`ClassProbabilityTarget`),
@@ -14,6 +16,7 @@ callables, one per sample, is accepted as pytorch-grad-cam passes targets.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -87,8 +90,43 @@ def positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def nonfinite_samples(values: Tensor) -> list[int]:
+    """The indices of the samples (first dim) holding a NaN or inf value."""
+    if values.numel() == 0 or math.isfinite(float(values.detach().sum())):  # one fast reduction first
+        return []
+    finite = torch.isfinite(values.detach().reshape(values.shape[0], -1)).all(dim=1)  # or the sum overflowed
+    return [int(i) for i in (~finite).nonzero().flatten().tolist()]
+
+
+def _samples(bad: Sequence[int], batch: int) -> str:
+    shown = ", ".join(str(i) for i in bad[:10])
+    return f"sample(s) [{shown}{', ...' if len(bad) > 10 else ''}] ({len(bad)} of {batch})"
+
+
+def check_finite(values: Tensor, name: str, fix: str) -> Tensor:
+    """Check that ``values`` holds no NaN/inf and return it.
+
+    Args:
+        values: a batch, samples along the first dim.
+        name: the argument's name, for the message.
+        fix: what to check, for the message.
+
+    Raises:
+        ValueError: naming the samples that hold NaN or inf values.
+    """
+    bad = nonfinite_samples(values)
+    if bad:
+        raise ValueError(f"{name} hold NaN/inf values in {_samples(bad, values.shape[0])}: {fix}")
+    return values
+
+
 def check_inputs(inputs: Any) -> Tensor:
-    """Check that ``inputs`` is a floating tensor ``(N, C, *S)`` with at least one spatial dim and return it."""
+    """Check that ``inputs`` is a finite floating tensor ``(N, C, *S)`` with at least one spatial dim and return it.
+
+    Raises:
+        TypeError: when ``inputs`` is not a tensor.
+        ValueError: for a wrong dtype or rank, or NaN/inf values (naming the samples).
+    """
     if not isinstance(inputs, Tensor):
         raise TypeError(f"inputs must be a torch.Tensor (N, C, *S), got {type(inputs).__name__}")
     if inputs.ndim < 3 or not inputs.is_floating_point():
@@ -97,7 +135,7 @@ def check_inputs(inputs: Any) -> Tensor:
             f"inputs must be a floating-point tensor (N, C, *S) with at least one spatial dim, "
             f"got dtype {inputs.dtype} and shape {tuple(inputs.shape)}{hint}"
         )
-    return inputs
+    return check_finite(inputs, "inputs", "a metric of them would be meaningless; check the preprocessing")
 
 
 #: a tensor, or a tuple/dict of a model's arguments with the image among them
@@ -131,7 +169,15 @@ def _as_tensor(value: Any, name: str) -> Tensor:
     )
 
 
-def prepare_maps(maps: MapsLike, batch: int, size: Sequence[int], device: torch.device, name: str = "maps") -> Tensor:
+def prepare_maps(
+    maps: MapsLike,
+    batch: int,
+    size: Sequence[int],
+    device: torch.device,
+    name: str = "maps",
+    *,
+    finite: bool = True,
+) -> Tensor:
     """Turn any accepted maps into a float tensor ``(batch, *size)`` on ``device``.
 
     Args:
@@ -140,13 +186,24 @@ def prepare_maps(maps: MapsLike, batch: int, size: Sequence[int], device: torch.
         size: the spatial size to resize to.
         device: where the maps go.
         name: the argument name used in error messages.
+        finite: refuse maps holding NaN/inf values; ``False`` leaves such rows as they are (see
+            :func:`valid_rows`), for a caller that skips them itself.
 
     Returns:
-        The maps; rows with NaN/inf values are left as they are (see :func:`valid_rows`).
+        The maps.
 
     Raises:
         TypeError: for maps of an unknown type.
-        ValueError: for an empty list, a wrong number of dims or a batch mismatch.
+        ValueError: for an empty list, a wrong number of dims, a batch mismatch, or NaN/inf values
+            (naming the samples).
+
+    Example:
+        >>> maps = torch.rand(2, 4, 4)
+        >>> maps[1, 0, 0] = float("nan")
+        >>> prepare_maps(maps, 2, (8, 8), torch.device("cpu"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: maps hold NaN/inf values in sample(s) [1] (1 of 2): a metric of them would be meaningless; ...
     """
     size = tuple(int(s) for s in size)
     if isinstance(maps, (list, tuple)):
@@ -170,6 +227,9 @@ def prepare_maps(maps: MapsLike, batch: int, size: Sequence[int], device: torch.
             )
         if not layer.is_floating_point() or layer.dtype in (torch.float16, torch.bfloat16):
             layer = layer.float()
+        if finite:
+            fix = f"a metric of them would be meaningless; check the method's output (torch.isfinite({name}).all())"
+            check_finite(layer, name, fix)
         shaped.append(layer.to(device))
     fused = shaped[0] if len(shaped) == 1 else ops.fuse(shaped, size)
     return ops.upsample(fused, size)

@@ -137,10 +137,11 @@ def confidence_change(
         image_arg: which argument of a tuple/dict ``inputs`` is the image.
 
     Returns:
-        A :class:`ConfidenceChange`; samples whose map holds NaN/inf get NaN values.
+        A :class:`ConfidenceChange`.
 
     Raises:
-        ValueError: for maps of the wrong shape or batch, or ``batch_size`` < 1.
+        ValueError: for maps of the wrong shape or batch, maps or inputs holding NaN/inf (the samples
+            named), or ``batch_size`` < 1.
         TypeError: for arguments of the wrong type.
 
     Example:
@@ -324,7 +325,9 @@ class ClassificationMetric:
             else:
                 target = targets
                 cams = self.cam_extractor(scores=scores, targets=targets)
-            cam = prepare_maps(self.cam_extractor.fuse_cams(cams), inputs.shape[0], inputs.shape[2:], inputs.device)
+            fused = self.cam_extractor.fuse_cams(cams)
+            # TorchCAM's ClassificationMetric skips and counts unusable maps (its nan_count): keep that
+            cam = prepare_maps(fused, inputs.shape[0], inputs.shape[2:], inputs.device, finite=False)
             original = target(scores).detach()
             valid = valid_rows(cam)
             keep = valid.nonzero().flatten()

@@ -131,8 +131,8 @@ def pointing_game(
     """Pointing game: 1 when the map's maximum falls in the object's region (within ``tolerance``), else 0.
 
     Zhang et al., Top-down Neural Attention by Excitation Backprop, ECCV 2016. When several pixels
-    share the maximum, the first in row-major order is used. A flat map (or one holding NaN) has no
-    maximum point: its value is NaN and the mean skips it.
+    share the maximum, the first in row-major order is used. A flat map has no maximum point: its
+    value is NaN and the mean skips it; a map holding NaN/inf is refused (``ValueError``).
 
     Args:
         maps: one map per sample (any method's output), resized to ``size``.
