@@ -89,9 +89,9 @@ def test_targets_objects_and_class_names() -> None:
     model, x = tiny_cnn().eval(), torch.rand(2, 3, 8, 8)
     by_target = camkit.compare(model, x, ["GradCAMpp", "LayerCAM"], "3", targets=camkit.ClassTarget([0, 4]))
     by_index = camkit.compare(model, x, ["gradcampp", "layercam"], "3", class_idx=[0, 4])
-    assert list(by_target) == ["gradcampp", "layercam"]
-    for name in by_index:
-        torch.testing.assert_close(by_target[name][0], by_index[name][0], rtol=0, atol=0)
+    assert list(by_target) == ["GradCAMpp", "LayerCAM"]  # the names as passed
+    for mine, theirs in zip(by_target.values(), by_index.values(), strict=True):
+        torch.testing.assert_close(mine[0], theirs[0], rtol=0, atol=0)
     assert method_name("SmoothGradCAMpp") == "smoothgradcampp"
 
 

@@ -12,8 +12,8 @@ Example:
     >>> from torchvision.models import resnet18
     >>> from camkit import compare
     >>> maps = compare(resnet18().eval(), torch.rand(2, 3, 64, 64), ["gradcam", "GradCAMpp", "layercam"], "layer4")
-    >>> sorted(maps), maps["gradcam"][0].shape
-    (['gradcam', 'gradcampp', 'layercam'], torch.Size([2, 2, 2]))
+    >>> list(maps), maps["GradCAMpp"][0].shape  # the names as passed
+    (['gradcam', 'GradCAMpp', 'layercam'], torch.Size([2, 2, 2]))
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def compare(
         x: the input batch ``(N, C, *S)``; for a model with several inputs, a tuple of positional
             arguments or a dict of keyword arguments with the image among them (name it with
             ``image_arg`` when it is ambiguous, see :class:`camkit.engine.ModelInput`).
-        methods: registry names or TorchCAM-style class names (``"GradCAMpp"``).
+        methods: registry names or TorchCAM-style class names (``"GradCAMpp"``), in any case; they
+            are the keys of the result.
         target_layer: a module, dotted name or list of them; ``None``: camkit's automatic choice
             (FullGrad always uses its own layers).
         targets: a :mod:`camkit.targets` object (what scalar to explain).
@@ -83,7 +84,8 @@ def compare(
         batch_size: inputs per forward for methods that re-run the model (``"auto"``: see
             :func:`camkit.engine.auto_batch_size`).
         image_arg: which argument of a tuple/dict ``x`` is the image.
-        progress: a progress line for long perturbation runs (default: on a terminal).
+        progress: a progress line with rate and ETA for long perturbation runs (``None``: only
+            for work that lasts a few seconds, see :class:`camkit.engine.Progress`).
         reforward: how AblationCAM-like methods re-run the network (see :class:`camkit.CAMExtractor`).
         reshape_transform: maps activations and gradients to ``(N, C, *S)`` (default: automatic).
         eigen_smooth: the first principal component of the weighted activations instead of their sum.
@@ -91,8 +93,10 @@ def compare(
             declares, and one that no method declares raises ``TypeError`` naming the closest.
 
     Returns:
-        Registry name → one map ``(N, *S)`` per target layer, as the method's TorchCAM-style
-        extractor returns them.
+        Each name exactly as passed in ``methods``, in their order → one map ``(N, *S)`` per target
+        layer, as the method's TorchCAM-style extractor returns them: ``compare(model, x,
+        ["GradCAMpp"])["GradCAMpp"]``. A method named twice (``"gradcampp"`` and ``"GradCAMpp"``)
+        is computed once; each spelling gets a list of the same tensors.
 
     Raises:
         ValueError: for an unknown method, both ``targets`` and ``class_idx``, or a misuse the
@@ -103,7 +107,8 @@ def compare(
         raise ValueError(f"methods must be a non-empty list of method names, got {methods!r}")
     if targets is not None and class_idx is not None:
         raise ValueError("pass at most one of targets and class_idx")
-    specs = {name: get_method(name) for name in dict.fromkeys(method_name(m) for m in methods)}
+    registry_names = {name: method_name(name) for name in methods}  # as passed -> registry name
+    specs = {name: get_method(name) for name in dict.fromkeys(registry_names.values())}
     mine = method_options(specs.values(), options, "compare", _KEYWORDS)
     shared = [s for s in specs.values() if shares_capture(s)]
     results: dict[str, list[Tensor]] = {}
@@ -131,7 +136,7 @@ def compare(
                 spec, model, call, layer, mine[spec.name], targets_of, normalized=normalized, **switches
             )
             results[spec.name] = own_maps[0]
-    return {spec.name: results[spec.name] for spec in specs.values()}
+    return {name: list(results[registry]) for name, registry in registry_names.items()}
 
 
 #: compare's own keyword arguments (named when an unknown option is close to one of them)

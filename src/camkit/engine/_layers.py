@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import difflib
 import logging
+import weakref
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
@@ -29,6 +31,38 @@ __all__ = ["LayerSpec", "attention_blocks", "resolve_layers"]
 logger = logging.getLogger("camkit")
 
 LayerSpec = nn.Module | str | Sequence[nn.Module | str] | None
+
+#: the automatic layer choices already logged, per model (once per model and layer, not on every call)
+_ANNOUNCED: weakref.WeakKeyDictionary[nn.Module, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _announce(model: nn.Module, layer: str, message: str, *args: Any) -> None:
+    """Log the automatic choice of ``layer`` (a WARNING) unless it was already said for this model."""
+    said = _ANNOUNCED.setdefault(model, set())
+    if layer in said:
+        return
+    said.add(layer)
+    logger.warning(message + " (said once per model)", *args)
+
+
+def forget_announcements() -> None:
+    """Forget which automatic layer choices were logged, so that the next ones are logged again.
+
+    Internal (tests): the message "no target_layer given: using ..." is logged once per model and
+    layer; this starts over.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.Flatten())
+        >>> resolve_layers(model, None, (3, 8, 8))  # logs the choice once for this model
+        ['1']
+        >>> model in _ANNOUNCED
+        True
+        >>> forget_announcements()
+        >>> model in _ANNOUNCED
+        False
+    """
+    _ANNOUNCED.clear()
 
 
 def _spatial(shape: tuple[int, ...], input_shape: Sequence[int]) -> bool:
@@ -55,7 +89,9 @@ def _transformer_layer(model: nn.Module, shapes: list[tuple[str, tuple[int, ...]
         norm = carrier = norms[-1] if norms else None
     last = layouts.get(carrier) if carrier else None
     if norm and layouts.get(norm) and last and last.prefix > 0 and not (info is not None and info.pools_patches):
-        logger.warning(
+        _announce(
+            model,
+            norm,
             "no target_layer given: using %r (output shape %s), the normalization before the last block's "
             "attention: the head reads a prefix (class) token, which the patch tokens reach only through it",
             norm,
@@ -68,7 +104,7 @@ def _transformer_layer(model: nn.Module, shapes: list[tuple[str, tuple[int, ...]
             layout is None and _spatial(shape, (0, *size))
         ):
             kind = f", a {layout.kind.replace('_', '-')} grid {layout.height}x{layout.width}" if layout else ""
-            logger.warning("no target_layer given: using %r (output shape %s%s)", name, shape, kind)
+            _announce(model, name, "no target_layer given: using %r (output shape %s%s)", name, shape, kind)
             return name
     return None
 
@@ -90,7 +126,7 @@ def _auto_layer(model: nn.Module, input_shape: Sequence[int]) -> str:
             return chosen
     for name, shape in reversed(shapes):
         if _spatial(shape, input_shape):
-            logger.warning("no target_layer given: using %r (output shape %s)", name, shape)
+            _announce(model, name, "no target_layer given: using %r (output shape %s)", name, shape)
             return name
     raise ValueError(
         f"no layer of the model outputs a spatial map for input_shape={tuple(input_shape)}; "

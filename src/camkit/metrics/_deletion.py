@@ -14,17 +14,20 @@ A faithful map gives a low deletion AUC (the score falls fast) and a high insert
 the paper, deletion uses a constant baseline (0) and insertion a blurred copy of the input. The
 perturbed inputs of all samples and steps are scored ``batch_size`` per forward, in eval mode,
 under :func:`torch.inference_mode`; the clean input's score is reused for the unperturbed point.
+A progress line with rate and ETA counts the scored inputs of long runs (see
+:class:`camkit.engine.Progress`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from camkit.engine import ImageArg, eval_mode
+from camkit.engine import ImageArg, Progress, eval_mode
 from camkit.metrics._common import (
     CurveResult,
     InputsLike,
@@ -84,6 +87,25 @@ def gaussian_blur(inputs: Tensor, sigma: float = 5.0, kernel_size: int = 11) -> 
     return out
 
 
+def counted_target(target: Callable[..., Tensor], bar: Progress) -> Callable[..., Tensor]:
+    """``target`` that also counts the inputs it scores on ``bar`` (one call per forward).
+
+    Example:
+        >>> import io
+        >>> bar = Progress(3, "inputs", enabled=False, stream=io.StringIO())
+        >>> scored = counted_target(lambda output, rows: output[:, 0], bar)
+        >>> scored(torch.ones(3, 2), torch.arange(3)).tolist(), bar.done
+        ([1.0, 1.0, 1.0], 3)
+    """
+
+    def scored(output: Any, rows: Tensor) -> Tensor:
+        values = target(output, rows)
+        bar.update(int(rows.shape[0]))
+        return values
+
+    return scored
+
+
 def _baseline(baseline: Baseline, inputs: Tensor, sigma: float, kernel_size: int) -> Tensor:
     if isinstance(baseline, str):
         if baseline != "blur":
@@ -118,6 +140,7 @@ def _curve(
     kernel_size: int,
     insert: bool,
     image_arg: ImageArg = None,
+    progress: bool | None = None,
 ) -> CurveResult:
     inputs, call = split_inputs(inputs, image_arg)
     steps = positive_int(steps, "steps")
@@ -144,7 +167,12 @@ def _curve(
 
     with eval_mode(model):
         target, clean = clean_scores(model, inputs, targets, batch_size, call)
-        scores = forward_scores(model, target, rows, make, batch_size, call).view(n, steps)
+        bar = Progress(rows.shape[0], "insertion inputs" if insert else "deletion inputs", progress)
+        try:
+            scores = forward_scores(model, counted_target(target, bar), rows, make, batch_size, call)
+        finally:
+            bar.close()
+        scores = scores.view(n, steps)
     clean = clean.to(scores.dtype).unsqueeze(1)
     curve = torch.cat([scores, clean] if insert else [clean, scores], dim=1)
     fractions = counts.to(curve.dtype) / positions
@@ -165,6 +193,7 @@ def deletion(
     sigma: float = 5.0,
     kernel_size: int = 11,
     image_arg: ImageArg = None,
+    progress: bool | None = None,
 ) -> CurveResult:
     r"""Deletion AUC: the score as the most relevant positions are replaced by a baseline (lower is better).
 
@@ -184,6 +213,9 @@ def deletion(
         kernel_size: blur kernel length, for ``baseline="blur"``.
         image_arg: for tuple/dict ``inputs`` (a model with several inputs), which argument is the
             image; only the image is perturbed (see :class:`camkit.engine.ModelInput`).
+        progress: a progress line (rate, ETA) counting the perturbed inputs scored: ``True``
+            always, ``False`` never, ``None`` only for work that lasts a few seconds (see
+            :class:`camkit.engine.Progress`).
 
     Returns:
         ``per_sample`` AUCs ``(N,)``, their ``mean``, the ``curve`` ``(N, K + 1)`` of scores and the
@@ -202,7 +234,9 @@ def deletion(
         >>> result.curve.shape, result.per_sample.shape
         (torch.Size([2, 5]), torch.Size([2]))
     """
-    return _curve(model, inputs, maps, targets, steps, baseline, batch_size, sigma, kernel_size, False, image_arg)
+    return _curve(
+        model, inputs, maps, targets, steps, baseline, batch_size, sigma, kernel_size, False, image_arg, progress
+    )
 
 
 def insertion(
@@ -217,6 +251,7 @@ def insertion(
     sigma: float = 5.0,
     kernel_size: int = 11,
     image_arg: ImageArg = None,
+    progress: bool | None = None,
 ) -> CurveResult:
     r"""Insertion AUC: the score as the most relevant positions are restored onto a baseline (higher is better).
 
@@ -234,6 +269,7 @@ def insertion(
         sigma: blur standard deviation.
         kernel_size: blur kernel length.
         image_arg: as for :func:`deletion`.
+        progress: as for :func:`deletion`.
 
     Returns:
         ``per_sample`` AUCs, their ``mean``, the ``curve`` ``(N, K + 1)`` and the ``fractions`` of
@@ -251,4 +287,6 @@ def insertion(
         >>> bool(result.curve[0, -1] == torch.softmax(model(x), 1)[0, 0])  # all restored: the clean score
         True
     """
-    return _curve(model, inputs, maps, targets, steps, baseline, batch_size, sigma, kernel_size, True, image_arg)
+    return _curve(
+        model, inputs, maps, targets, steps, baseline, batch_size, sigma, kernel_size, True, image_arg, progress
+    )

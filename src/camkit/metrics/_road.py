@@ -37,7 +37,7 @@ from fractions import Fraction
 import torch
 from torch import Tensor, nn
 
-from camkit.engine import ImageArg, eval_mode
+from camkit.engine import ImageArg, Progress, eval_mode
 from camkit.metrics._common import (
     CurveResult,
     InputsLike,
@@ -54,6 +54,7 @@ from camkit.metrics._common import (
     split_inputs,
     valid_rows,
 )
+from camkit.metrics._deletion import counted_target
 from camkit.metrics._imputation import linear_imputation
 
 __all__ = [
@@ -194,6 +195,7 @@ def _road_scores(
     batch_size: int,
     keep_images: bool = False,
     image_arg: ImageArg = None,
+    progress: bool | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Clean scores ``(N,)``, imputed scores ``(N, len(orders), P)``, valid rows, and the images if asked."""
     inputs, call = split_inputs(inputs, image_arg)
@@ -228,7 +230,12 @@ def _road_scores(
 
     with eval_mode(model):
         target, clean = clean_scores(model, inputs, targets, batch_size, call)
-        scores = forward_scores(model, target, rows, make, batch_size, call).view(n, len(orders), len(percents))
+        bar = Progress(rows.shape[0], "ROAD imputed inputs", progress)
+        try:
+            scores = forward_scores(model, counted_target(target, bar), rows, make, batch_size, call)
+        finally:
+            bar.close()
+        scores = scores.view(n, len(orders), len(percents))
     return clean.to(scores.dtype), scores, valid, torch.cat(images) if keep_images else None
 
 
@@ -249,6 +256,7 @@ def road(
     generator: torch.Generator | None = None,
     batch_size: int = 32,
     image_arg: ImageArg = None,
+    progress: bool | None = None,
 ) -> CurveResult:
     r"""ROAD score change after removing the most (``"morf"``) or least (``"lerf"``) relevant pixels.
 
@@ -269,6 +277,9 @@ def road(
         batch_size: imputed inputs per forward.
         image_arg: for tuple/dict ``inputs`` (a model with several inputs), which argument is the
             image; only the image is imputed (see :class:`camkit.engine.ModelInput`).
+        progress: a progress line (rate, ETA) counting the imputed inputs scored: ``True``
+            always, ``False`` never, ``None`` only for work that lasts a few seconds (see
+            :class:`camkit.engine.Progress`).
 
     Returns:
         ``per_sample`` mean changes, their ``mean``, the ``curve`` ``(N, P)`` of changes and the
@@ -289,7 +300,17 @@ def road(
         raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
     percents = checked_percentiles(percentiles)
     clean, scores, valid, _ = _road_scores(
-        model, inputs, maps, targets, percents, [order], noise, generator, batch_size, image_arg=image_arg
+        model,
+        inputs,
+        maps,
+        targets,
+        percents,
+        [order],
+        noise,
+        generator,
+        batch_size,
+        image_arg=image_arg,
+        progress=progress,
     )
     curve = _nan_rows(scores[:, 0] - clean.unsqueeze(1), valid)
     per_sample = curve.mean(dim=1)
@@ -308,6 +329,7 @@ def road_combined(
     generator: torch.Generator | None = None,
     batch_size: int = 32,
     image_arg: ImageArg = None,
+    progress: bool | None = None,
 ) -> CurveResult:
     r"""ROAD combined: :math:`\frac{1}{|R|}\sum_r (s^{\mathrm{LeRF}}_r - s^{\mathrm{MoRF}}_r) / 2` (higher is better).
 
@@ -325,6 +347,9 @@ def road_combined(
         batch_size: imputed inputs per forward.
         image_arg: for tuple/dict ``inputs`` (a model with several inputs), which argument is the
             image; only the image is imputed (see :class:`camkit.engine.ModelInput`).
+        progress: a progress line (rate, ETA) counting the imputed inputs scored: ``True``
+            always, ``False`` never, ``None`` only for work that lasts a few seconds (see
+            :class:`camkit.engine.Progress`).
 
     Returns:
         ``per_sample`` combined scores, their ``mean``, the ``curve`` ``(N, P)`` of
@@ -342,7 +367,17 @@ def road_combined(
     """
     percents = checked_percentiles(percentiles)
     _, scores, valid, _ = _road_scores(
-        model, inputs, maps, targets, percents, ["morf", "lerf"], noise, generator, batch_size, image_arg=image_arg
+        model,
+        inputs,
+        maps,
+        targets,
+        percents,
+        ["morf", "lerf"],
+        noise,
+        generator,
+        batch_size,
+        image_arg=image_arg,
+        progress=progress,
     )
     curve = _nan_rows((scores[:, 1] - scores[:, 0]) / 2, valid)
     per_sample = curve.mean(dim=1)
@@ -362,6 +397,7 @@ def road_at(
     noise: float,
     generator: torch.Generator | None,
     batch_size: int,
+    progress: bool | None = None,
 ) -> MetricResult | tuple[MetricResult, Tensor]:
     """ROAD at one percentile of *kept* pixels (pytorch-grad-cam's convention) in one order.
 
@@ -377,13 +413,24 @@ def road_at(
         noise: imputation noise.
         generator: its random generator.
         batch_size: images per forward.
+        progress: a progress line (see :func:`road`).
 
     Returns:
         The per-sample result (and the images when asked).
     """
     kept = checked_percentiles([percentile], "percentile")[0]
     clean, scores, valid, images = _road_scores(
-        model, inputs, maps, targets, [100 - kept], [order], noise, generator, batch_size, return_visualization
+        model,
+        inputs,
+        maps,
+        targets,
+        [100 - kept],
+        [order],
+        noise,
+        generator,
+        batch_size,
+        return_visualization,
+        progress=progress,
     )
     values = scores[:, 0, 0] - clean if return_diff else scores[:, 0, 0]
     result = make_result(_nan_rows(values, valid))
