@@ -2,7 +2,9 @@
 
 Every list of choices comes from the registry. A user error prints one line that names the fix
 (exit code 2 for bad arguments, 1 for inputs that cannot be used) and never a traceback; set
-``CAMKIT_DEBUG=1`` to see the traceback instead.
+``CAMKIT_DEBUG=1`` to see the traceback instead. Arguments (numbers, colormap, output path,
+device, layer) are checked before any map is computed. An image that cannot be read is skipped:
+the others are written, the skipped ones are listed at the end, and the exit code is 1.
 
 Example:
     >>> main(["methods"])  # doctest: +ELLIPSIS
@@ -13,26 +15,33 @@ Example:
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 import torch
+from PIL import Image
+from torch import Tensor
 
 from camkit import __version__
-from camkit.engine import Progress, candidate_layers, eval_mode, resolve_layers
+from camkit.engine import LayerSpec, Progress, candidate_layers, eval_mode, resolve_layers
 from camkit.explanation import Explanation, explain, open_image
-from camkit.models import DEFAULT_MODEL, LoadedModel, load_checkpoint, load_model
+from camkit.models import DEFAULT_MODEL, LoadedModel, Preprocess, load_checkpoint, load_model
 from camkit.passes import method_options
 from camkit.registry import get_method, list_methods
-from camkit.runner.command import add_option_argument, export_command, run_command
+from camkit.runner.command import add_option_argument, check_colormap, export_command, layer_message, run_command
 from camkit.runner.command import add_parsers as add_runner_parsers
 from camkit.runner.data import IMAGE_SUFFIXES
-from camkit.viz import grid
+from camkit.runner.export import check_out, output_bases
+from camkit.runner.job import check_device
+from camkit.viz import grid, overlay_mask
 
 __all__ = ["main"]
 
@@ -88,10 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"camkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     explain_cmd = sub.add_parser(
-        "explain", help="write overlay PNGs and raw maps (.npy) per image, method and class (+ a grid of methods)"
+        "explain",
+        help="write overlay PNGs and raw maps (.npy) per image, method and class, a grid of them, and "
+        "predictions.csv/.json",
     )
     _add_explain_arguments(explain_cmd, "gradcam")
-    explain_cmd.add_argument("--out", type=Path, default=Path("camkit-out"), help="output folder")
+    explain_cmd.add_argument(
+        "--out",
+        type=Path,
+        default=Path("camkit-out"),
+        help="output folder; it mirrors the input folders (default: camkit-out)",
+    )
+    explain_cmd.add_argument(
+        "--full-image",
+        action="store_true",
+        help="overlays and maps at each image's original size (the map covers the centre crop the model "
+        "saw; no heat outside it) instead of the crop",
+    )
     report = sub.add_parser("report", help="write a self-contained HTML page of images x methods")
     _add_explain_arguments(report, "fast")
     report.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file to write")
@@ -111,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> LoadedModel:
+    device = check_device(args.device)  # before loading anything
     if args.checkpoint is not None:
         loaded = load_checkpoint(args.checkpoint, args.model)
     else:
@@ -124,26 +147,80 @@ def _load(args: argparse.Namespace) -> LoadedModel:
             line.strip() for line in args.labels.read_text(encoding="utf-8").splitlines() if line.strip()
         ]
     try:
-        device = torch.device(args.device)
         loaded.model.to(device)
     except (RuntimeError, AssertionError) as error:
         raise UserError(f"device {args.device!r} is not usable here ({error}); try --device cpu") from error
     return loaded
 
 
-def _collect(paths: Sequence[Path]) -> list[Path]:
-    files: list[Path] = []
+@dataclass(frozen=True)
+class _Input:
+    """One image to explain.
+
+    Attributes:
+        path: the file.
+        key: its path relative to the folder given (``/``-separated; the folder's name first when
+            several folders are given), or its name for a file given by itself.
+        base: where its files go, relative to ``--out``, before ``_<method>_<class>.png``
+            (:func:`camkit.runner.export.output_bases`).
+    """
+
+    path: Path
+    key: str
+    base: str
+
+
+def _image_files(folder: Path, skip: str | None = None) -> list[Path]:
+    """The images under ``folder``, recursively: sorted names, a folder's files before its sub-folders.
+
+    Names starting with ``.`` are left out, and so is the sub-folder ``skip`` (a real path: the
+    output folder, whose overlays a second run must not explain); a folder reached twice through
+    links is read once.
+    """
+    found: list[Path] = []
+    visited: set[str] = set()
+    for here, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(here)
+        if real in visited:
+            dirs[:] = []
+            continue
+        visited.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.realpath(os.path.join(here, d)) != skip)
+        found.extend(
+            Path(here) / f for f in sorted(files) if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)
+        )
+    return found
+
+
+def _collect(paths: Sequence[Path], out: Path | None = None) -> list[_Input]:
+    """The images to explain, each once, with collision-free output names (checked before any work).
+
+    Folders are searched recursively, except the output folder ``out`` when it lies inside one.
+    """
+    skip = os.path.realpath(out) if out is not None else None
+    several = sum(1 for path in paths if path.is_dir()) > 1
+    found: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise UserError(f"folder {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            files.extend(found)
+            files = _image_files(path, skip)
+            if not files:
+                raise UserError(
+                    f"folder {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}), nor do its sub-folders"
+                )
+            prefix = f"{path.resolve().name or 'root'}/" if several else ""
+            pairs = [(file, prefix + file.relative_to(path).as_posix()) for file in files]
         elif path.is_file():
-            files.append(path)
+            pairs = [(path, path.name)]
         else:
             raise UserError(f"image {str(path)!r} does not exist: check the path")
-    return files
+        for file, key in pairs:
+            real = file.resolve()
+            if real not in seen:  # a file given twice (itself and in its folder) is explained once
+                seen.add(real)
+                found.append((file, key))
+    bases = output_bases([key for _, key in found], [str(file) for file, _ in found])
+    return [_Input(file, key, base) for (file, key), base in zip(found, bases, strict=True)]
 
 
 def fast_methods() -> list[str]:
@@ -166,18 +243,32 @@ def _check_numbers(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     if not 0 <= args.alpha < 1:
-        raise UserError(f"--alpha must be in [0, 1), got {args.alpha}")
+        raise UserError(f"--alpha must be in [0, 1) (the weight of the image), got {args.alpha}")
+    if getattr(args, "metrics_steps", 0) < 0:
+        raise UserError(f"--metrics-steps must be 0 (no metrics) or more, got {args.metrics_steps}")
 
 
-def _run(args: argparse.Namespace, default: str) -> tuple[LoadedModel, list[Path], list[str], list[Explanation]]:
-    """Explain every image in batches; returns the model, the files, the methods and one result per batch."""
+@dataclass
+class _Plan:
+    """What a checked ``explain``/``report`` command runs: the model, the images, the methods, the layer."""
+
+    loaded: LoadedModel
+    inputs: list[_Input]
+    names: list[str]
+    layer: LayerSpec
+    options: dict[str, Any]
+
+
+def _prepare(args: argparse.Namespace, default: str, *, out_file: bool) -> _Plan:
+    """Check every argument, then load the model: nothing is computed or written before all are good."""
     _check_numbers(args)
-    files = _collect(args.images)
+    check_colormap(args.colormap)
+    check_out(args.out, file=out_file, name="--out")
+    inputs = _collect(args.images, None if out_file else args.out)
     names = _methods(args, default)
     options = dict(args.option)
     method_options([get_method(name) for name in names], options, "--option", ())  # before loading anything
     loaded = _load(args)
-    images = [open_image(f) for f in files]  # fail on a corrupt file before any work
     num_classes = len(loaded.categories) if loaded.categories else None
     if args.class_idx is not None and num_classes is not None and not 0 <= args.class_idx < num_classes:
         raise UserError(
@@ -188,32 +279,103 @@ def _run(args: argparse.Namespace, default: str) -> tuple[LoadedModel, list[Path
         try:
             resolve_layers(loaded.model, layer, (3, loaded.preprocess.crop, loaded.preprocess.crop))
         except ValueError as error:
-            hint = f"list the layers with: camkit layers --model {args.model}"
-            raise UserError(f"{str(error).split('; did you')[0]}; {hint}") from None
+            no_weights = args.no_pretrained or args.checkpoint is not None
+            raise UserError(layer_message(error, args.model, no_weights)) from None
+    return _Plan(loaded, inputs, names, layer, options)
+
+
+def _batches(
+    args: argparse.Namespace, plan: _Plan, failures: list[tuple[_Input, str]]
+) -> Iterator[tuple[list[_Input], list[Image.Image], Explanation]]:
+    """Explain the images batch by batch: the usable ones, their originals and the result.
+
+    An image that cannot be read, or that :func:`camkit.explain` refuses (a ``ValueError``, e.g. an
+    image too small), is appended to ``failures`` with the reason and skipped: a batch that fails is
+    explained again image by image, so only the images at fault are left out.
+    """
     classes = 1 if args.class_idx is not None else args.topk
-    warning = _cost_warning(loaded, layer, names, options, len(files), classes, args.batch_size)
+    count = len(plan.inputs)
+    warning = _cost_warning(plan.loaded, plan.layer, plan.names, plan.options, count, classes, args.batch_size)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    bar = Progress(len(files), "images", enabled=None if not args.quiet else False)
-    results = []
-    for start in range(0, len(images), args.batch_size):
-        chunk = images[start : start + args.batch_size]
-        results.append(
-            explain(
-                loaded,
-                chunk,
-                names,
-                target_layer=layer,
-                class_idx=args.class_idx,
-                topk=args.topk,
-                batch_size=args.batch_size,
-                progress=None if not args.quiet else False,
-                **options,
-            )
+
+    def run(images: list[Image.Image]) -> Explanation:
+        return explain(
+            plan.loaded,
+            images,
+            plan.names,
+            target_layer=plan.layer,
+            class_idx=args.class_idx,
+            topk=args.topk,
+            batch_size=args.batch_size,
+            progress=None if not args.quiet else False,
+            **plan.options,
         )
-        bar.update(len(chunk))
-    bar.close()
-    return loaded, files, names, results
+
+    bar = Progress(count, "images", enabled=None if not args.quiet else False)
+    try:
+        for start in range(0, count, args.batch_size):
+            chunk = plan.inputs[start : start + args.batch_size]
+            known = len(failures)
+            readable: list[_Input] = []
+            images: list[Image.Image] = []
+            for item in chunk:
+                try:
+                    images.append(open_image(item.path))
+                except (OSError, ValueError) as error:
+                    failures.append((item, _reason(error)))
+                    continue
+                readable.append(item)
+            parts = [(readable, images)] if readable else []
+            while parts:
+                items, pictures = parts.pop(0)
+                try:
+                    result = run(pictures)
+                except ValueError as error:
+                    if len(items) == 1:
+                        failures.append((items[0], _reason(error)))
+                    else:  # find the images at fault: each alone
+                        parts = [([item], [picture]) for item, picture in zip(items, pictures, strict=True)] + parts
+                    continue
+                yield items, pictures, result
+            failures[known:] = sorted(failures[known:], key=lambda failure: chunk.index(failure[0]))  # input order
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+
+
+def _reason(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _nothing_done(failures: Sequence[tuple[_Input, str]]) -> UserError:
+    """The error when no image could be used: the reason itself when it is one, else the list above it."""
+    reasons = {reason for _, reason in failures}
+    if len(reasons) == 1:  # one image, or one problem of the whole run
+        return UserError(reasons.pop())
+    _print_skipped(failures)
+    return UserError(
+        f"none of the {len(failures)} images could be used (listed above): pass image files "
+        f"({', '.join(IMAGE_SUFFIXES)}) that open in an image viewer"
+    )
+
+
+def _print_skipped(failures: Sequence[tuple[_Input, str]]) -> None:
+    for item, reason in failures:
+        print(f"camkit: skipped {item.path}: {reason}", file=sys.stderr)
+
+
+def _skipped_summary(failures: Sequence[tuple[_Input, str]], total: int, written: str) -> int:
+    """List the skipped images on stderr with a last error line; the exit code (1 when any, else 0)."""
+    if not failures:
+        return 0
+    _print_skipped(failures)
+    print(
+        f"camkit: error: {len(failures)} of {total} images were skipped (listed above); "
+        f"{written}: fix or remove the files listed and run again",
+        file=sys.stderr,
+    )
+    return 1
 
 
 #: a run estimated to take longer than this gets a warning line with the estimate first
@@ -284,104 +446,276 @@ def _cost_warning(
     return long_run_warning(forwards, images, classes, seconds)
 
 
-def _print_predictions(files: Sequence[Path], results: Sequence[Explanation], k: int = 3) -> None:
-    rows = [top for result in results for top in result.top(k)]
-    for file, top in zip(files, rows, strict=True):
-        shown = ", ".join(f"{name} ({index}) {p:.1%}" for index, name, p in top)
-        print(f"{file.name}: {shown}")
+def _shown(top: Sequence[tuple[int, str, float]]) -> str:
+    return ", ".join(f"{name} ({index}) {p:.1%}" for index, name, p in top)
+
+
+def _crop_geometry(preprocess: Preprocess, width: int, height: int) -> tuple[float, float, int, int]:
+    """Where :meth:`Preprocess.view` takes the model's input from an image of ``width`` x ``height``.
+
+    Returns:
+        ``(scale_x, scale_y, left, top)``: resized pixels per original pixel along each axis, and the
+        crop's top-left corner in the resized image (the crop is ``preprocess.crop`` pixels square).
+    """
+    size, left, top = preprocess.geometry(width, height)
+    return size[0] / width, size[1] / height, left, top
+
+
+def _axis_weights(pixels: int, scale: float, offset: int, crop: int, cells: int) -> Tensor:
+    """Linear interpolation weights ``(pixels, cells)`` from a map's cells to the original pixels of one axis.
+
+    Original pixel ``i`` (centre ``i + 0.5``) is at ``(i + 0.5) * scale - offset`` in the crop; a
+    pixel outside the crop gets no weight (no heat).
+    """
+    centre = (torch.arange(pixels, dtype=torch.float64) + 0.5) * scale - offset
+    inside = (centre >= 0) & (centre < crop)
+    position = (centre * cells / crop - 0.5).clamp(0, cells - 1)
+    low = position.floor().long()
+    high = (low + 1).clamp(max=cells - 1)
+    frac = position - low
+    weights = torch.zeros(pixels, cells, dtype=torch.float64)
+    rows = torch.arange(pixels)
+    weights.index_put_((rows, low), 1 - frac, accumulate=True)
+    weights.index_put_((rows, high), frac, accumulate=True)
+    weights[~inside] = 0
+    return weights
+
+
+def full_image_map(cam: Tensor, size: tuple[int, int], preprocess: Preprocess) -> Tensor:
+    """A map of the model's input (the centre crop) placed on the original image: ``--full-image``.
+
+    The crop that :meth:`Preprocess.view` takes (the shorter side resized to ``preprocess.resize``,
+    then the centre ``preprocess.crop`` square) is mapped back to the original image's pixels; the
+    map is interpolated linearly over that region, and the rest of the image gets 0 (no heat: the
+    model did not see it).
+
+    Args:
+        cam: ``(h, w)`` map in ``[0, 1]`` over the crop, any resolution.
+        size: the original image's ``(width, height)``.
+        preprocess: the model's preprocessing.
+
+    Returns:
+        The ``(height, width)`` float32 CPU map.
+
+    Example:
+        >>> full = full_image_map(torch.ones(4, 4), (20, 10), Preprocess(resize=10, crop=10))
+        >>> full.shape, full[:, 5:15].min().item(), full[:, :5].max().item(), full[:, 15:].max().item()
+        (torch.Size([10, 20]), 1.0, 0.0, 0.0)
+    """
+    width, height = size
+    scale_x, scale_y, left, top = _crop_geometry(preprocess, width, height)
+    values = cam.detach().to("cpu", torch.float64)
+    across = _axis_weights(width, scale_x, left, preprocess.crop, values.shape[1])
+    down = _axis_weights(height, scale_y, top, preprocess.crop, values.shape[0])
+    return (down @ values @ across.T).clamp(0.0, 1.0).float()
+
+
+#: the top predictions recorded per image in predictions.csv/.json (at least; ``--topk`` more)
+RECORDED_PREDICTIONS = 5
+
+
+def _rank(probabilities: Tensor, cls: int) -> int:
+    """The 1-based rank of class ``cls`` among ``probabilities`` (1: the most probable)."""
+    return int((probabilities > probabilities[cls]).sum().item()) + 1
+
+
+def _write_image(
+    args: argparse.Namespace,
+    plan: _Plan,
+    result: Explanation,
+    i: int,
+    item: _Input,
+    original: Image.Image,
+    written: dict[str, set[Path]],
+) -> dict[str, Any]:
+    """Write one image's overlays, raw maps and grid; return its entry of predictions.json."""
+    assert result.images is not None
+    classes = [int(c) for c in result.classes[i].tolist()]
+    probabilities = result.probabilities[i].detach().float().cpu()
+    canvas = original.convert("RGB") if args.full_image else result.images[i]
+    base = args.out / item.base
+    base.parent.mkdir(parents=True, exist_ok=True)
+    cams: dict[str, list[Tensor]] = {name: [] for name in plan.names}
+    explained = []
+    for rank, cls in enumerate(classes):
+        files = {}
+        for name in plan.names:
+            cam = result.maps[name][i, rank].detach().float().cpu()
+            if args.full_image:
+                cam = full_image_map(cam, canvas.size, plan.loaded.preprocess)
+            cams[name].append(cam)
+            png = base.with_name(f"{base.name}_{name}_{cls}.png")
+            overlay_mask(canvas, cam, args.colormap, args.alpha).save(png)
+            np.save(png.with_suffix(".npy"), cam.numpy())
+            written["overlay"].add(png)
+            written["map"].add(png.with_suffix(".npy"))
+            files[name] = png.relative_to(args.out).as_posix()
+        explained.append(
+            {
+                "rank": _rank(probabilities, cls),
+                "class": cls,
+                "name": result.label(cls),
+                "probability": round(float(probabilities[cls]), 6),
+                "overlays": files,
+            }
+        )
+    figure_file = None
+    if len(plan.names) * len(classes) > 1:  # the methods side by side, one row per explained class
+        figure = grid(
+            [canvas] * len(classes),
+            cams,
+            colormap=args.colormap,
+            alpha=args.alpha,
+            row_labels=[f"{result.label(c)} ({c})" for c in classes],
+        )
+        path = base.with_name(f"{base.name}_grid.png")
+        figure.save(path)
+        written["grid"].add(path)
+        figure_file = path.relative_to(args.out).as_posix()
+    top = result.top(max(RECORDED_PREDICTIONS, args.topk))[i]
+    return {
+        "image": str(item.path),
+        "key": item.key,
+        "top": [{"rank": r, "class": c, "name": n, "probability": round(p, 6)} for r, (c, n, p) in enumerate(top, 1)],
+        "explained": explained,
+        "grid": figure_file,
+        "error": None,
+    }
+
+
+_CSV_COLUMNS = ("image", "rank", "class", "name", "probability", "explained", "error")
+
+
+def _write_predictions(folder: Path, entries: Sequence[dict[str, Any]], about: dict[str, Any]) -> list[Path]:
+    """``predictions.csv`` (one row per image and class: the top ones and the explained ones) and ``.json``."""
+    table = folder / "predictions.csv"
+    with table.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(_CSV_COLUMNS)
+        for entry in entries:
+            if entry["error"] is not None:
+                writer.writerow([entry["image"], "", "", "", "", "", entry["error"]])
+                continue
+            explained = {e["class"] for e in entry["explained"]}
+            rows = {p["class"]: p for p in entry["top"]} | {e["class"]: e for e in entry["explained"]}
+            for row in sorted(rows.values(), key=lambda r: r["rank"]):
+                flag = int(row["class"] in explained)
+                writer.writerow(
+                    [entry["image"], row["rank"], row["class"], row["name"], f"{row['probability']:.6f}", flag, ""]
+                )
+    document = folder / "predictions.json"
+    text = json.dumps({**about, "images": list(entries)}, indent=1, ensure_ascii=False)
+    document.write_text(text + "\n", encoding="utf-8")
+    return [table, document]
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def _explain(args: argparse.Namespace) -> int:
-    loaded, files, names, results = _run(args, "gradcam")
-    args.out.mkdir(parents=True, exist_ok=True)
-    written = 0
-    offset = 0
-    for result in results:
-        for i in range(result.classes.shape[0]):
-            stem = files[offset + i].stem
-            for rank, cls in enumerate(result.classes[i].tolist()):
-                for name in names:
-                    base = args.out / f"{stem}_{name}_{cls}"
-                    overlay = result.overlay(name, sample=i, rank=rank, colormap=args.colormap, alpha=args.alpha)
-                    overlay.save(base.with_suffix(".png"))
-                    np.save(base.with_suffix(".npy"), result.maps[name][i, rank].detach().float().cpu().numpy())
-                    written += 1
-            if len(names) > 1:  # one figure with every method side by side
-                assert result.images is not None
-                label = ", ".join(result.label(c) for c in result.classes[i].tolist()[:1])
-                figure = grid(
-                    [result.images[i]],
-                    {name: [result.maps[name][i, 0]] for name in names},
-                    colormap=args.colormap,
-                    alpha=args.alpha,
-                    row_labels=[label],
-                )
-                figure.save(args.out / f"{stem}_grid.png")
-        offset += result.classes.shape[0]
-    _print_predictions(files, results)
-    plural = "s" if written != 1 else ""
+    plan = _prepare(args, "gradcam", out_file=False)
+    failures: list[tuple[_Input, str]] = []
+    written: dict[str, set[Path]] = {"overlay": set(), "map": set(), "grid": set()}
+    entries: dict[_Input, dict[str, Any]] = {}
+    shown: list[str] = []
+    layers: set[str] = set()
+    for items, originals, result in _batches(args, plan, failures):
+        top = result.top(3)
+        for i, item in enumerate(items):
+            entries[item] = _write_image(args, plan, result, i, item, originals[i], written)
+            shown.append(f"{item.key}: {_shown(top[i])}")
+        layers |= {name for used in result.layers.values() for name in used[:1]}
+    if not entries:
+        raise _nothing_done(failures)
+    for item, reason in failures:
+        entries[item] = {"image": str(item.path), "key": item.key, "top": [], "explained": [], "error": reason}
+    about = {
+        "model": plan.loaded.name,
+        "methods": plan.names,
+        "layers": sorted(layers),
+        "full_image": bool(args.full_image),
+    }
+    tables = _write_predictions(args.out, [entries[item] for item in plan.inputs if item in entries], about)
+    print("\n".join(shown))
+    grids = f", {_plural(len(written['grid']), 'grid')} (.png)" if written["grid"] else ""
     print(
-        f"wrote {written} overlay{plural} (.png) and raw map{plural} (.npy) to {args.out}/ [model {loaded.name}, "
-        f"layer(s) {', '.join(sorted({n for r in results for v in r.layers.values() for n in v[:1]}))}]"
+        f"wrote {_plural(len(written['overlay']), 'overlay')} (.png), {_plural(len(written['map']), 'raw map')} "
+        f"(.npy){grids}, {' and '.join(t.name for t in tables)} to {args.out}/ "
+        f"[model {plan.loaded.name}, layer(s) {', '.join(sorted(layers))}]"
     )
-    return 0
+    done = len(entries) - len(failures)
+    return _skipped_summary(failures, len(plan.inputs), f"the other {done} were written to {args.out}/")
 
 
 def _report(args: argparse.Namespace) -> int:
     from camkit.viz.report import ReportRow, write_report
 
-    loaded, files, names, results = _run(args, "all")
-    if args.metrics_steps < 0:
-        raise UserError(f"--metrics-steps must be 0 (no metrics) or more, got {args.metrics_steps}")
+    plan = _prepare(args, "fast", out_file=True)
+    failures: list[tuple[_Input, str]] = []
     rows = []
-    offset = 0
-    for result in results:
+    shown: list[str] = []
+    images = 0
+    for items, _, result in _batches(args, plan, failures):
         assert result.images is not None
-        scores = _faithfulness(loaded, result, names, args) if args.metrics_steps else None
-        for i, image in enumerate(result.images):
-            rows.append(
-                ReportRow(
-                    title=files[offset + i].name,
-                    image=image,
-                    predictions=[(name, p) for _, name, p in result.top(3)[i]],
-                    maps={name: result.maps[name][i, 0] for name in names},
-                    metrics={} if scores is None else scores[i],
+        scores = _faithfulness(plan.loaded, result, plan.names, args) if args.metrics_steps else None
+        top = result.top(3)
+        for i, item in enumerate(items):
+            classes = [int(c) for c in result.classes[i].tolist()]
+            for rank, cls in enumerate(classes):
+                rows.append(
+                    ReportRow(
+                        title=item.key if len(classes) == 1 else f"{item.key}: {result.label(cls)} ({cls})",
+                        image=result.images[i],
+                        predictions=[(name, p) for _, name, p in top[i]],
+                        maps={name: result.maps[name][i, rank] for name in plan.names},
+                        metrics={} if scores is None else scores[rank][i],
+                    )
                 )
-            )
-        offset += len(result.images)
-    subtitle = f"model {loaded.name}; explained class: " + ("top-1" if args.class_idx is None else str(args.class_idx))
+            shown.append(f"{item.key}: {_shown(top[i])}")
+        images += len(items)
+    if not rows:
+        raise _nothing_done(failures)
+    if args.class_idx is not None:
+        explained = str(args.class_idx)
+    else:
+        explained = "top-1" if args.topk == 1 else f"top-{args.topk}, one row per class"
+    subtitle = f"model {plan.loaded.name}; explained class: {explained}"
     path = write_report(args.out, rows, subtitle=subtitle, colormap=args.colormap, alpha=args.alpha)
-    _print_predictions(files, results)
-    print(f"wrote {path} ({len(rows)} images x {len(names)} methods)")
-    return 0
+    print("\n".join(shown))
+    print(f"wrote {path} ({_plural(images, 'image')} x {_plural(len(plan.names), 'method')})")
+    return _skipped_summary(failures, len(plan.inputs), f"the other {images} are in {path}")
 
 
 def _faithfulness(
     loaded: LoadedModel, result: Explanation, names: Sequence[str], args: argparse.Namespace
-) -> list[dict[str, dict[str, float]]]:
-    """Per image and method: average drop, increase, deletion and insertion AUC of the explained class."""
+) -> list[list[dict[str, dict[str, float]]]]:
+    """Per explained class (rank), image and method: average drop, increase, deletion and insertion AUC."""
     from camkit.metrics import confidence_change, deletion, insertion
 
     assert result.images is not None
     device = next(iter(loaded.model.parameters())).device
     x = torch.stack([loaded.preprocess.to_tensor(view) for view in result.images]).to(device)
-    classes = result.classes[:, 0].tolist()
-    per_image: list[dict[str, dict[str, float]]] = [{} for _ in classes]
-    options = {"steps": args.metrics_steps, "batch_size": args.batch_size}
-    for name in names:
-        maps = result.maps[name][:, 0]
-        change = confidence_change(loaded.model, x, maps, classes, batch_size=args.batch_size)
-        deleted = deletion(loaded.model, x, maps, classes, baseline=0.0, **options)
-        inserted = insertion(loaded.model, x, maps, classes, baseline="blur", **options)
-        columns = {
-            "drop ↓": change.drop.per_sample,
-            "increase ↑": change.increase.per_sample,
-            "deletion ↓": deleted.per_sample,
-            "insertion ↑": inserted.per_sample,
-        }
-        for i in range(len(classes)):
-            per_image[i][name] = {metric: float(values[i]) for metric, values in columns.items()}
-    return per_image
+    options = {"steps": args.metrics_steps, "batch_size": args.batch_size, "progress": False}  # the CLI's own line
+    per_rank = []
+    for rank in range(result.classes.shape[1]):
+        classes = result.classes[:, rank].tolist()
+        per_image: list[dict[str, dict[str, float]]] = [{} for _ in classes]
+        for name in names:
+            maps = result.maps[name][:, rank]
+            change = confidence_change(loaded.model, x, maps, classes, batch_size=args.batch_size)
+            deleted = deletion(loaded.model, x, maps, classes, baseline=0.0, **options)
+            inserted = insertion(loaded.model, x, maps, classes, baseline="blur", **options)
+            columns = {
+                "drop ↓": change.drop.per_sample,
+                "increase ↑": change.increase.per_sample,
+                "deletion ↓": deleted.per_sample,
+                "insertion ↑": inserted.per_sample,
+            }
+            for i in range(len(classes)):
+                per_image[i][name] = {metric: float(values[i]) for metric, values in columns.items()}
+        per_rank.append(per_image)
+    return per_rank
 
 
 def _methods_cmd() -> int:
@@ -397,17 +731,17 @@ def _methods_cmd() -> int:
 
 
 def _layers(args: argparse.Namespace) -> int:
-    from camkit.engine import candidate_layers
-
+    """List the layers in the order of their last calls, with the output shape of that call (what maps read)."""
+    if args.input_size is not None and args.input_size < 1:
+        raise UserError(f"--input-size must be at least 1, got {args.input_size}")
     loaded = _load(args)
     size = args.input_size or loaded.preprocess.crop
     shapes = candidate_layers(loaded.model, (3, size, size))
-    seen = set()
-    print(f"{'layer':<40} output shape   [model {loaded.name}, input 3x{size}x{size}]")
+    header = f"[model {loaded.name}, input 3x{size}x{size}; a layer called more than once: its last call]"
+    print(f"{'layer':<40} output shape   {header}")
     for name, shape in shapes:
-        if name in seen or (len(shape) < 3 and not args.all):
+        if len(shape) < 3 and not args.all:
             continue
-        seen.add(name)
         mark = "  <- default" if name == loaded.target_layer else ""
         print(f"{name or '(model)':<40} {'x'.join(map(str, shape[1:]))}{mark}")
     return 0

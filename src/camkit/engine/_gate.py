@@ -185,23 +185,36 @@ def input_errors(x: Tensor, model: nn.Module, argument: str) -> Iterator[None]:
 def candidate_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
     """Output shape of every submodule for one dummy input ``(1, *input_shape)``, in call order.
 
+    A module called several times in one forward (a shared activation, a block applied twice) is
+    listed once, with the output of its **last** call and at that call's place in the order: the
+    call whose output a capture keeps, so the shape a map is computed from.
+
     Args:
         model: the model.
         input_shape: input shape without the batch dim.
 
     Returns:
-        ``(name, output_shape)`` for each submodule whose output is a tensor.
+        ``(name, output_shape)`` for each submodule whose (last) output is a tensor, ordered by last call.
 
     Raises:
         ValueError: if the dummy forward fails (a wrong ``input_shape``).
+
+    Example:
+        >>> pool = nn.MaxPool2d(2)
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        >>> net.add_module("pool", pool)
+        >>> net.add_module("again", nn.Sequential(pool))  # the same module, called a second time
+        >>> candidate_layers(net, (3, 8, 8))[-2:]
+        [('pool', (1, 4, 2, 2)), ('again', (1, 4, 2, 2))]
     """
-    shapes: list[tuple[str, tuple[int, ...]]] = []
+    shapes: dict[str, tuple[int, ...]] = {}
     handles: list[RemovableHandle] = []
 
     def record(name: str) -> Callable[[nn.Module, Any, Any], None]:
         def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+            shapes.pop(name, None)  # a later call replaces an earlier one, and takes its place in the order
             if isinstance(out, Tensor):
-                shapes.append((name, tuple(out.shape)))
+                shapes[name] = tuple(out.shape)
 
         return hook
 
@@ -225,7 +238,7 @@ def candidate_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple
     finally:
         for handle in handles:
             handle.remove()
-    return shapes
+    return list(shapes.items())
 
 
 class _PositiveGradient(torch.autograd.Function):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import os
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,68 @@ from typing import Any
 from camkit.models import DEFAULT_MODEL
 from camkit.registry import list_methods
 from camkit.runner.data import TARGET_HELP, parse_target
-from camkit.runner.export import export
+from camkit.runner.export import check_out, export
 from camkit.runner.job import run
 
-__all__ = ["add_parsers", "export_command", "positive_int", "run_command"]
+__all__ = [
+    "add_parsers",
+    "check_colormap",
+    "export_command",
+    "layer_message",
+    "positive_int",
+    "run_command",
+]
+
+#: colormaps named when ``--colormap`` is unknown and none is close to it
+_SUGGESTED_COLORMAPS = ("jet", "gray", "viridis", "inferno", "turbo")
+
+
+def check_colormap(name: str, flag: str = "--colormap") -> str:
+    """``name`` if it is a known colormap, else a one-line ``ValueError`` with the closest names.
+
+    Example:
+        >>> check_colormap("jet")
+        'jet'
+        >>> check_colormap("jte")
+        Traceback (most recent call last):
+        ...
+        ValueError: --colormap 'jte' is not a known colormap; did you mean 'jet'? (all: camkit.viz.list_colormaps())
+    """
+    from camkit.viz import get_colormap, list_colormaps
+
+    try:
+        get_colormap(name)
+    except (TypeError, ValueError):
+        known = list_colormaps()
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = (
+            f"did you mean {', '.join(repr(c) for c in close)}?"
+            if close
+            else f"try {', '.join(c for c in _SUGGESTED_COLORMAPS if c in known)}"
+        )
+        raise ValueError(
+            f"{flag} {name!r} is not a known colormap; {hint} (all: camkit.viz.list_colormaps())"
+        ) from None
+    return name
+
+
+def layer_message(error: Exception, model: str, no_pretrained: bool = False) -> str:
+    """The API's unknown-layer message for the command line: ``--layer``, its suggestions, and ``camkit layers``.
+
+    The suggestions (the names close to what was typed) are kept; the API's Python hint is replaced
+    by the command that lists the model's layers.
+
+    Example:
+        >>> layer_message(ValueError("target_layer 'bn3' is not a submodule name of X; did you mean 'bn2'? "
+        ...     "(list them with `[n for n, _ in model.named_modules()]`)"), "mine")
+        "--layer 'bn3' is not a submodule name of X; did you mean 'bn2'? List them with: camkit layers --model mine"
+    """
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    text = text.split(" (list them with", 1)[0].rstrip()
+    if text.startswith("target_layer "):
+        text = "--layer " + text.removeprefix("target_layer ")
+    command = f"camkit layers --model {model}" + (" --no-pretrained" if no_pretrained else "")
+    return f"{text}{' L' if text.endswith('?') else '; l'}ist them with: {command}"
 
 
 def positive_int(text: str) -> int:
@@ -142,35 +201,47 @@ def add_parsers(sub: Any) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """``camkit run``: explain the folder into the store and print the summary (rank 0 only)."""
+    """``camkit run``: explain the folder into the store and print the summary (rank 0 only).
+
+    The store path and the device are checked before the model loads; an unknown ``--layer`` is
+    reported with the names close to it and the ``camkit layers`` command.
+    """
     chosen = args.method or ["gradcam"]
     layer = args.layer[0] if args.layer and len(args.layer) == 1 else args.layer
-    report = run(
-        args.source,
-        args.out,
-        methods="all" if "all" in chosen else chosen,
-        model=args.model,
-        checkpoint=args.checkpoint,
-        pretrained=not args.no_pretrained,
-        layer=layer,
-        target=args.target,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        dtype=args.dtype,
-        device=None if args.device == "auto" else args.device,
-        overwrite=args.overwrite,
-        retry_failed=args.retry_failed,
-        progress=False if args.quiet else None,
-        **dict(args.option),
-    )
+    check_out(args.out, name="--out")
+    try:
+        report = run(
+            args.source,
+            args.out,
+            methods="all" if "all" in chosen else chosen,
+            model=args.model,
+            checkpoint=args.checkpoint,
+            pretrained=not args.no_pretrained,
+            layer=layer,
+            target=args.target,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            dtype=args.dtype,
+            device=None if args.device == "auto" else args.device,
+            overwrite=args.overwrite,
+            retry_failed=args.retry_failed,
+            progress=False if args.quiet else None,
+            **dict(args.option),
+        )
+    except ValueError as error:
+        if not str(error).startswith("target_layer "):
+            raise
+        raise ValueError(layer_message(error, args.model, args.no_pretrained or args.checkpoint is not None)) from None
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"camkit run: {report.summary()}")
     return 0
 
 
 def export_command(args: argparse.Namespace) -> int:
-    """``camkit export``: write the overlays of a store."""
+    """``camkit export``: write the overlays of a store (the output folder and colormap checked first)."""
     chosen = None if not args.method or "all" in args.method else args.method
+    check_out(args.out, name="--out")
+    check_colormap(args.colormap)
     count = export(
         args.store,
         args.out,

@@ -31,7 +31,7 @@ from camkit.runner.maps import chooser
 from camkit.runner.report import RunReport
 from camkit.runner.writer import PartWriter, RecordRow, prepare_store, read_status
 
-__all__ = ["run"]
+__all__ = ["check_device", "run"]
 
 _DTYPES = {"float32": np.float32, "float16": np.float16}
 #: how many of the top classes a record keeps in ``.pred``
@@ -84,15 +84,61 @@ def _known_family(name: str) -> bool:
     return name.split("@")[0] == DEFAULT_MODEL or name.startswith(("torchvision:", "timm:"))
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` where maps can be computed, or a one-line ``ValueError``.
+
+    Refuses what ``torch.device`` cannot parse, ``meta`` (tensors without data), a CUDA device on a
+    machine without CUDA or with fewer GPUs, and any device that cannot hold a tensor here (``mps``
+    off a Mac, ``xpu`` without its build of torch).
+
+    Raises:
+        ValueError: naming the device and the fix (``--device cpu``).
+
+    Example:
+        >>> check_device("cpu")
+        device(type='cpu')
+        >>> check_device("meta")
+        Traceback (most recent call last):
+        ...
+        ValueError: device 'meta' holds no data, so no map can be computed on it: use --device cpu (or cuda)
+    """
+    text = str(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {text!r} is not a device name: use cpu, cuda, cuda:1, mps ...") from None
+    if resolved.type == "meta":
+        raise ValueError(f"device {text!r} holds no data, so no map can be computed on it: use --device cpu (or cuda)")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {text!r} is not usable here: CUDA is not available (no NVIDIA GPU or driver, or a "
+                "CPU-only build of torch); use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(
+                f"device {text!r} is not usable here: this machine has {count} CUDA device(s) "
+                f"(cuda:0..cuda:{count - 1}); use one of them or --device cpu"
+            )
+        return resolved
+    try:
+        torch.empty(1, device=resolved)
+    except Exception as error:  # any backend's failure means the same: not usable here
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:160]
+        raise ValueError(f"device {text!r} is not usable here ({reason}); use --device cpu") from None
+    return resolved
+
+
 def _device(device: str | torch.device | None, net: nn.Module, ranks_local: int, own_model: bool) -> torch.device:
     if device is None or str(device) == "auto":
         if not own_model:
             ref = next(iter(net.parameters()), None)
             return ref.device if ref is not None else torch.device("cpu")
         return torch.device(f"cuda:{ranks_local}") if torch.cuda.is_available() else torch.device("cpu")
-    resolved = torch.device(device)
+    resolved = check_device(device)
     if resolved.type == "cuda" and resolved.index is None:
-        resolved = torch.device(f"cuda:{ranks_local}")
+        resolved = check_device(f"cuda:{ranks_local}")
     return resolved
 
 
@@ -227,6 +273,8 @@ def run(
         (4, 0, [])
     """
     names = _check(methods, batch_size, workers, dtype)
+    if device is not None and str(device) != "auto":
+        check_device(device)  # before loading anything
     method_options([get_method(name) for name in names], options, "run", _KEYWORDS)  # before any work
     rule = parse_target(target)
     src = folder_source(source) if isinstance(source, str | os.PathLike) else dataset_source(source, keys)
