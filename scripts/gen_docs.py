@@ -80,6 +80,16 @@ def methods_table() -> str:
     return "\n".join(rows)
 
 
+def papers_table() -> str:
+    """One row per registry method: its class and the paper it comes from (from the specs)."""
+    rows = ["| method | class | paper |", "|---|---|---|"]
+    for name in camkit.list_methods():
+        spec = camkit.get_method(name)
+        paper = spec.paper.replace("|", "\\|")
+        rows.append(f"| `{name}` | `{spec.class_name}` | {paper} |")
+    return "\n".join(rows)
+
+
 def options_table() -> str:
     """One row per declared method option: method, option, default, what it does (from the specs)."""
     rows = ["| method | option | default | what it does |", "|---|---|---|---|"]
@@ -182,6 +192,7 @@ def cli_help() -> str:
 GENERATORS: dict[str, Callable[[], str]] = {
     "methods": methods_table,
     "options": options_table,
+    "papers": papers_table,
     "target-layers": target_layer_table,
     "transformers": transformer_table,
     "cli": cli_help,

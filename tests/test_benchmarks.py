@@ -150,3 +150,16 @@ def test_explain_cost_counts_one_shared_forward_and_pairs_ratios_with_the_floor(
     assert sorted(ratios) == sorted(forwards)
     assert all(len(v) == 2 and all(math.isfinite(r) and r > 0 for r in v) for v in ratios.values())
     assert explain_cost.summary([1.0, 2.0, 3.0]).startswith("2.00 (")
+
+
+def test_first_hour_times_the_readme_and_the_makefile_as_written() -> None:
+    import first_hour
+
+    commands = first_hour.readme_commands(3)
+    assert len(commands) == 3
+    assert all(c.startswith("camkit ") and "#" not in c for c in commands)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert all(c in readme for c in commands)
+    demo = first_hour.demo_command()
+    assert demo.startswith("camkit explain assets/chelsea.png --method gradcam")
+    assert demo.endswith("--out demo-out")
