@@ -34,6 +34,7 @@ __all__ = [
     "eigencam",
     "eigengradcam",
     "fem",
+    "kernel_matrix",
     "kpca_cam",
     "randomcam",
     "segeigencam",
@@ -122,7 +123,7 @@ def segeigencam(a: Tensor, g: Tensor, ctx: MethodContext) -> Tensor:
     return _flip_to_larger_side(ops.first_component_projection(g.abs() * a))
 
 
-def _kernel_matrix(x: Tensor, kernel: str, gamma: float) -> Tensor:
+def kernel_matrix(x: Tensor, kernel: str, gamma: float) -> Tensor:
     """Gram matrices ``(N, P, P)`` of rows ``x`` ``(N, P, C)`` with scikit-learn's kernel definitions."""
     if kernel == "rbf":
         sq = x.pow(2).sum(-1)
@@ -190,7 +191,7 @@ def kpca_cam(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
         raise ValueError(f"gamma must be a number >= 0 (default None: 1 / channels), got {gamma!r}")
     rows = torch.nan_to_num(a.flatten(2).transpose(1, 2), nan=0.0)  # (N, P, C)
     rows = rows - rows.mean(dim=1, keepdim=True)
-    k = _kernel_matrix(rows, kernel, gamma)
+    k = kernel_matrix(rows, kernel, gamma)
     k = k - k.mean(dim=1, keepdim=True) - k.mean(dim=2, keepdim=True) + k.mean(dim=(1, 2), keepdim=True)
     values, vectors = torch.linalg.eigh(k)  # ascending eigenvalues
     alpha = vectors[..., -1]  # (N, P)

@@ -49,6 +49,10 @@ from ._adapter import PerSampleTargets as PerSampleTargets
 from ._adapter import batched_target as batched_target
 from ._base import IGNORED_ARGUMENTS as IGNORED_ARGUMENTS
 from ._base import CAMMethod as CAMMethod
+from .ablation_layer import AblationLayer as AblationLayer
+from .ablation_layer import AblationLayerFasterRCNN as AblationLayerFasterRCNN
+from .ablation_layer import AblationLayerVit as AblationLayerVit
+from .activations_and_gradients import ActivationsAndGradients as ActivationsAndGradients
 
 _CACHE: dict[str, tuple[MethodSpec, type[CAMMethod]]] = {}
 
@@ -162,6 +166,10 @@ def __dir__() -> list[str]:
 __all__ = [  # the method classes follow: pytorch-grad-cam's names, then camkit's
     "IGNORED_ARGUMENTS",
     "META_CLASSES",
+    "AblationLayer",
+    "AblationLayerFasterRCNN",
+    "AblationLayerVit",
+    "ActivationsAndGradients",
     "PEER_METHODS",
     "SESS",
     "CAMMethod",

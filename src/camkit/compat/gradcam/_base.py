@@ -45,11 +45,17 @@ AUG_FACTORS = (0.9, 1.0, 1.1)
 IGNORED_ARGUMENTS: Mapping[str, Mapping[str, tuple[Any, str]]] = MappingProxyType(
     {
         "ablationcam": {
+            "ablation_layer": (
+                None,
+                "camkit ablates channels in the activation it captured and re-runs the layers after the target "
+                "layer itself (the AblationLayer classes exist in camkit.compat.gradcam.ablation_layer for code "
+                "that builds them)",
+            ),
             "ratio_channels_to_ablate": (
                 1.0,
                 "camkit ablates every channel (its re-forward runs only the layers after the target layer, "
                 "so the peer's approximate speed-up is not needed)",
-            )
+            ),
         },
     }
 )

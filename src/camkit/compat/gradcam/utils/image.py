@@ -28,6 +28,7 @@ __all__ = [
     "deprocess_image",
     "jet_table",
     "preprocess_image",
+    "scale_accross_batch_and_channels",
     "scale_cam_image",
     "show_cam_on_image",
     "show_factorization_on_image",
@@ -211,6 +212,30 @@ def scale_cam_image(cam: np.ndarray, target_size: Sequence[int] | None = None) -
         mode = ops.interpolation_mode(len(size))
         maps = F.interpolate(maps.unsqueeze(1), size=size, mode=mode, align_corners=False).squeeze(1)
     return maps.numpy()
+
+
+def scale_accross_batch_and_channels(tensor: np.ndarray, target_size: Sequence[int]) -> np.ndarray:
+    """:func:`scale_cam_image` on every channel of every sample (pytorch-grad-cam's spelling of the name).
+
+    Args:
+        tensor: ``(N, C, h, w)`` maps (numpy or tensor).
+        target_size: ``(width, height)`` (OpenCV order).
+
+    Returns:
+        float32 ``(N, C, height, width)``, each ``(h, w)`` map min-max normalized then resized.
+
+    Example:
+        >>> scale_accross_batch_and_channels(np.array([[[[0.0, 2.0]]]]), (4, 1)).round(3).tolist()
+        [[[[0.0, 0.25, 0.75, 1.0]]]]
+    """
+    array = _numpy(tensor)
+    if array.ndim < 3:
+        raise ValueError(f"tensor must be (N, C, h, w) maps, got shape {array.shape}")
+    if len(target_size) != 2:
+        raise ValueError(f"target_size must be (width, height), got {tuple(target_size)}")
+    batch, channels = array.shape[:2]
+    scaled = scale_cam_image(array.reshape(batch * channels, *array.shape[2:]), target_size)
+    return scaled.reshape(batch, channels, int(target_size[1]), int(target_size[0]))
 
 
 def concept_colors(n: int) -> np.ndarray:

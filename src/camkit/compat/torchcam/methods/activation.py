@@ -1,0 +1,10 @@
+"""``torchcam.methods.activation``: the activation-based CAM classes, camkit's own classes (:mod:`camkit.methods`).
+
+Same constructor arguments and call as TorchCAM's (``extractor(class_idx, scores)``); the maps
+follow each method's paper where TorchCAM's code departs from it (see
+``docs/coming-from-peers.md``). ``targets=`` takes camkit targets (:mod:`camkit.targets`).
+"""
+
+from camkit.methods import CAM, ISCAM, SSCAM, ScoreCAM
+
+__all__ = ["CAM", "ISCAM", "SSCAM", "ScoreCAM"]
