@@ -168,7 +168,7 @@ def own_pass(
     Raises:
         ValueError: for ``create_graph`` with a method whose map is not differentiable.
     """
-    if create_graph and (spec.needs_input or spec.needs_hvp or spec.reduce is not None):
+    if create_graph and not spec.differentiable:
         raise ValueError(f"create_graph=True is not available for {spec.name}: use a gradient or activation method")
     switches.setdefault("input_shape", tuple(call.image.shape[1:]))
     with build(spec, model, layer, options, **switches) as extractor:
@@ -180,13 +180,15 @@ def own_pass(
             per_target = []
             for k, target in enumerate(targets):
                 keep = k < len(targets) - 1 or create_graph
-                if create_graph:
-                    found = extractor(
-                        scores=scores, targets=target, normalized=normalized, retain_graph=keep, create_graph=True
+                per_target.append(
+                    extractor(
+                        scores=scores,
+                        targets=target,
+                        normalized=normalized,
+                        retain_graph=keep,
+                        create_graph=create_graph,
                     )
-                else:
-                    found = extractor(scores=scores, targets=target, normalized=normalized, retain_graph=keep)
-                per_target.append(found)
+                )
         return scores, per_target, list(extractor.target_names)
 
 

@@ -234,6 +234,15 @@ class MethodSpec:
     cost: str = "0"
 
     @property
+    def differentiable(self) -> bool:
+        """Whether the map is a differentiable function of the captured activations and gradients.
+
+        Methods that re-run the model, use second derivatives or reduce layers with the input
+        gradient (FullGrad) are not: ``create_graph=True`` is refused for them.
+        """
+        return not (self.needs_input or self.needs_hvp or self.reduce is not None)
+
+    @property
     def formula(self) -> str:
         """The weight function's docstring: the formula and its reference."""
         doc = getattr(self.weights, "__doc__", None) or ""

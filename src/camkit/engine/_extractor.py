@@ -230,7 +230,7 @@ class CAMExtractor(HookedExtractor):
             raise ValueError(f"captured input batch {x.shape[0]} differs from activation batch {batch}")
         # Nothing here changes the model's flags: gradients come from autograd.grad, and every
         # forward a method runs goes through ModelProbe, which restores the flags itself.
-        if create_graph and (self.spec.needs_input or self.spec.needs_hvp or self.spec.reduce is not None):
+        if create_graph and not self.spec.differentiable:
             raise ValueError(
                 f"create_graph=True needs a method whose map is a differentiable function of the activations "
                 f"and gradients (Grad-CAM, Grad-CAM++, LayerCAM, ...); {self.spec.name} re-runs the model, "

@@ -7,8 +7,9 @@ Example:
     >>> import torch
     >>> from torch import nn
     >>> model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    >>> x = torch.rand(1, 3, 5, 5, requires_grad=True)
     >>> with ActivationsAndGradients(model, [model[0]], None) as hooks:
-    ...     hooks(torch.rand(1, 3, 5, 5))[:, 0].sum().backward()
+    ...     _ = torch.autograd.grad(hooks(x)[:, 0].sum(), x)  # also caught: no parameter's .grad filled
     ...     hooks.activations[0].shape == hooks.gradients[0].shape
     True
 """
