@@ -390,7 +390,7 @@ class CAMExtractor(HookedExtractor):
 
     def _warn_flat(self, layer: int, shape: tuple[int, ...]) -> None:
         """Warn (once per extractor) that a layer's 1x1 output carries no location, naming a better layer."""
-        if getattr(self, "_warned_flat", False):
+        if self._warned_flat:
             return
         self._warned_flat = True
         name = self.target_names[layer]
