@@ -6,8 +6,9 @@ LayerCAM, HiRes, ElementWise, Eigen-CAM, FEM, ...) share ONE capture (:func:`sha
 forward, and one backward per explained target; perturbation methods re-run the model from the
 same captured input. FullGrad (its own layers and the input gradient), ShapleyCAM (second
 derivatives) and differentiable maps (``create_graph``) run their own forward
-(:func:`method_maps`). Every forward runs on the lean path: no autograd graph before the target
-layers, none at all for gradient-free methods.
+(:func:`own_pass`). Both go through :func:`camkit.engine.forward`: the lean path (no autograd
+graph before the target layers), none at all for gradient-free methods, the full graph for
+``create_graph``.
 
 Example:
     >>> import torch
@@ -39,7 +40,6 @@ __all__ = [
     "build",
     "class_probabilities",
     "extractor_class",
-    "method_maps",
     "method_options",
     "own_pass",
     "run_methods",
@@ -192,60 +192,16 @@ def own_pass(
         return scores, per_target, list(extractor.target_names)
 
 
-def method_maps(
-    name: str,
-    net: nn.Module,
-    call: ModelInput,
-    classes: Callable[[Any], Tensor],
-    layer: LayerSpec,
-    *,
-    batch_size: int | str,
-    size: Sequence[int] | None = None,
-    create_graph: bool = False,
-    **options: Any,
-) -> tuple[Tensor, list[str]]:
-    """One method's maps from a forward of its own, for the classes ``classes(model output)`` ``(N, K)``.
-
-    Args:
-        name: a registry name.
-        net: the model.
-        call: the model's input.
-        classes: the model output → the classes to explain ``(N, K)``.
-        layer: the target layer(s).
-        batch_size: inputs per forward for methods that re-run the model.
-        size: resize the maps to this size (then min-max normalize again); ``None`` keeps the layer's.
-        create_graph: maps that stay in the autograd graph (gradient and activation methods only).
-        **options: the method's options and engine switches (``progress``, ...).
-
-    Returns:
-        The maps ``(N, K, *S)`` in ``[0, 1]`` and the target layer names.
-    """
-    spec = get_method(name)
-    mine = {k: v for k, v in options.items() if k in spec.options}
-    switches = {k: v for k, v in options.items() if k not in spec.options}
-
-    def targets_of(scores: Any) -> list[Target]:
-        return [ClassTarget(column) for column in classes(scores).t().tolist()]
-
-    _, per_target, names = own_pass(
-        spec,
-        net,
-        call,
-        layer,
-        mine,
-        targets_of,
-        create_graph=create_graph,
-        argument="images",
-        batch_size=batch_size,
-        **{"image_arg": call.image_key, **switches},
-    )
+def _ranked(
+    spec: MethodSpec, per_target: Sequence[list[Tensor]], size: Sequence[int] | None, *, keep_graph: bool
+) -> Tensor:
+    """One method's maps per explained class, layers fused and resized: ``(N, K, *S)``."""
     fuse = extractor_class(spec).fuse_cams
-    maps = torch.stack([_resized(fuse(cams), size) for cams in per_target], dim=1)
-    return (maps if create_graph else maps.detach()), names
-
-
-def _resized(fused: Tensor, size: Sequence[int] | None) -> Tensor:
-    return fused if size is None else ops.normalize(ops.upsample(fused, tuple(size)))
+    ranks = [
+        fuse(cams) if size is None else ops.normalize(ops.upsample(fuse(cams), tuple(size))) for cams in per_target
+    ]
+    maps = torch.stack(ranks, dim=1)
+    return maps if keep_graph else maps.detach()
 
 
 def class_probabilities(scores: Any, batch: int) -> Tensor:
@@ -292,8 +248,8 @@ def run_methods(
         layer_of: method name → its target layer(s).
         choose: the probabilities ``(N, num_classes)`` → the classes to explain ``(N, K)``.
         batch_size: inputs per forward for methods that re-run the model.
-        size: see :func:`method_maps`.
-        create_graph: see :func:`method_maps`.
+        size: resize the maps to this size (then min-max normalize again); ``None`` keeps the layer's.
+        create_graph: maps that stay in the autograd graph (gradient and activation methods only).
         switches: engine switches for every extractor (``progress``, ``reforward``, ...).
         where: the public function called (for error messages).
         keywords: its own keyword arguments (for error messages).
@@ -339,22 +295,23 @@ def run_methods(
         if name in maps:
             continue  # computed with its group
         if name not in group_of:
-            maps[name], used[name] = method_maps(
-                name,
+            spec = specs[name]
+            _, own, used[name] = own_pass(
+                spec,
                 net,
                 call,
-                classes_of,
                 layer_of(name),
-                size=size,
+                mine[name],
+                targets_of,
                 create_graph=create_graph,
+                argument="images",
                 **switches,
-                **mine[name],
             )
+            maps[name] = _ranked(spec, own, size, keep_graph=create_graph)
             continue
         key = group_of[name]
         per_target = shared_pass(net, call, groups[key], list(key), mine, targets_of, argument="images", **switches)
         for spec in groups[key]:
-            fuse = extractor_class(spec).fuse_cams
-            ranks = [_resized(fuse(found[spec.name]), size) for found in per_target]
-            maps[spec.name], used[spec.name] = torch.stack(ranks, dim=1).detach(), list(key)
+            maps[spec.name] = _ranked(spec, [found[spec.name] for found in per_target], size, keep_graph=False)
+            used[spec.name] = list(key)
     return picked["probabilities"], picked["classes"], {n: maps[n] for n in names}, {n: used[n] for n in names}
