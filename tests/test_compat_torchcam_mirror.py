@@ -153,10 +153,63 @@ def test_deletion_insertion_matches_torchcam() -> None:
 
 
 def test_classification_metric_is_camkits() -> None:
+    """camkit's metric, with TorchCAM's per-sample targets and summary() error on top."""
     import camkit.metrics
-    from camkit.compat.torchcam.metrics import ClassificationMetric
+    from camkit.compat.torchcam.metrics import ClassificationMetric, NoSamplesError
 
-    assert ClassificationMetric is camkit.metrics.ClassificationMetric
+    assert issubclass(ClassificationMetric, camkit.metrics.ClassificationMetric)
+    metric = ClassificationMetric(mm.GradCAM(tiny_cnn().eval(), "3"))
+    for error in (AssertionError, ValueError):  # TorchCAM's type, and camkit's
+        with pytest.raises(error, match="update"):
+            metric.summary()
+    assert issubclass(NoSamplesError, AssertionError)
+    assert issubclass(NoSamplesError, ValueError)
+    metric.cam_extractor.remove_hooks()
+
+
+@pytest.mark.parametrize("metric_name", ["ClassificationMetric", "DeletionInsertionMetric"])
+def test_metrics_output_targets_match_class_idx(metric_name: str) -> None:
+    """A per-sample OutputTarget gives the metric of the class it reads, in both packages."""
+    from operator import itemgetter
+
+    import torchcam.metrics as theirs
+
+    from camkit.compat.torchcam import metrics as ours
+
+    _, model, layer, size, _classes = _models()[0]
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(4))
+    kwargs: dict[str, Any] = {"steps": 16} if metric_name == "DeletionInsertionMetric" else {}
+    results = []
+    for extractor_cls, module in ((tc_methods.GradCAM, theirs), (mm.GradCAM, ours)):
+        for how in ("targets", "class_idx"):
+            with extractor_cls(model, layer) as extractor:
+                metric = getattr(module, metric_name)(extractor, partial(torch.softmax, dim=-1), **kwargs)
+                if how == "targets":
+                    metric.update(x, targets=[itemgetter(1), itemgetter(3)])
+                else:
+                    metric.update(x, class_idx=[1, 3])
+                results.append(metric.summary())
+    assert results[2] == pytest.approx(results[3], abs=1e-6)  # camkit: targets == class_idx
+    if metric_name == "DeletionInsertionMetric":  # camkit's ClassificationMetric divides by Y exactly
+        assert results[2] == pytest.approx(results[0], abs=1e-5)  # and == TorchCAM's
+
+
+def test_deletion_insertion_calls_baseline_once_per_batch() -> None:
+    from camkit.compat.torchcam.metrics import DeletionInsertionMetric
+
+    _, model, layer, size, _classes = _models()[0]
+    calls = []
+
+    def baseline(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape)
+        return torch.zeros_like(x)
+
+    with mm.GradCAM(model, layer) as extractor:
+        metric = DeletionInsertionMetric(extractor, steps=4, baseline=baseline)
+        metric.update(torch.randn(2, 3, size, size))
+        with pytest.raises(TypeError, match="return a tensor"):
+            DeletionInsertionMetric(extractor, baseline=lambda x: 0).update(torch.randn(1, 3, size, size))
+    assert calls == [(2, 3, size, size)]
 
 
 # explain -----------------------------------------------------------------------------------------
@@ -174,8 +227,44 @@ def test_explain_matches_torchcam_maps() -> None:
     for key in a.cams:
         for mine, ref in zip(b.cams[key], a.cams[key], strict=True):
             torch.testing.assert_close(mine, ref, atol=1e-4, rtol=1e-4)  # TorchCAM: eps=1e-8 in normalization
-    with pytest.raises(NotImplementedError, match="not mirrored yet"):
-        b.save("unused", Image.new("RGB", (4, 4)))
+
+
+def test_explain_save_writes_torchcams_bundle(tmp_path: Any) -> None:
+    """The same files, the same manifest keys, and pixel-equal overlays as TorchCAM's bundle."""
+    import json
+
+    from torchcam.explain import explain as theirs
+
+    from camkit.compat.torchcam.explain import explain as ours
+
+    _, model, layer, size, _classes = _models()[0]
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(3))
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (21, 17, 3), dtype=np.uint8))
+    a = theirs(model, x, expected_class_idx=0, class_names=[str(i) for i in range(5)], target_layer=layer)
+    b = ours(model, x, expected_class_idx=0, class_names=[str(i) for i in range(5)], target_layer=layer)
+    pa, pb = a.save(tmp_path / "theirs", image), b.save(tmp_path / "ours", image)
+    assert sorted(p.name for p in pa.iterdir()) == sorted(p.name for p in pb.iterdir())
+    ma = json.loads((pa / "manifest.json").read_text(encoding="utf-8"))
+    mb = json.loads((pb / "manifest.json").read_text(encoding="utf-8"))
+    assert ma.keys() == mb.keys()
+    assert mb["schema_version"] == 1
+    for key in ("prediction", "expected", "method", "target_layers", "input_shape", "image_size", "alpha"):
+        assert mb[key] == ma[key]
+    assert mb["classes"].keys() == ma["classes"].keys()
+    for cls, entry in ma["classes"].items():
+        assert mb["classes"][cls]["artifacts"] == entry["artifacts"]
+        assert mb["classes"][cls]["probability"] == pytest.approx(entry["probability"], abs=1e-6)
+    assert mb["versions"]["camkit"]
+    # the overlays of the same map are pixel-equal (TorchCAM's own maps drawn by both)
+    from torchcam.utils import overlay_mask as their_overlay
+
+    from camkit.compat.torchcam.utils import overlay_mask as our_overlay
+
+    cam = a.cams[a.predicted_class_idx][0].numpy()
+    same = [np.asarray(f(image, Image.fromarray(cam, mode="F"), alpha=0.5)) for f in (their_overlay, our_overlay)]
+    np.testing.assert_array_equal(same[0], same[1])
+    with pytest.raises(FileExistsError):
+        b.save(pb, image)
 
 
 # overlay -----------------------------------------------------------------------------------------

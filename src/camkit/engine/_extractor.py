@@ -31,11 +31,15 @@ from camkit.registry import (
     get_method,
 )
 from camkit.reshape import TokenLayout, attention_kind, infer_layout, transformer_info
-from camkit.targets import ClassTarget, Target
+from camkit.targets import ClassTarget, Target, as_target
 
-__all__ = ["CAMExtractor"]
+__all__ = ["CAMExtractor", "DisconnectedTargetError"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class DisconnectedTargetError(ValueError, RuntimeError):
+    """The target score does not depend on the captured activations (``ValueError``; TorchCAM: ``RuntimeError``)."""
 
 
 class CAMExtractor(HookedExtractor):
@@ -146,19 +150,40 @@ class CAMExtractor(HookedExtractor):
         )
         self._own(self._capture, enable_hooks)
 
+    @property
+    def hook_a(self) -> list[Any]:
+        """TorchCAM's attribute: the last forward's activation of each target layer, ``None`` where none was captured.
+
+        Read-only (the capture owns them); ``reshape_transform`` applied when given, as in TorchCAM.
+        """
+        sources = self._capture.state.sources
+        return [
+            a if not isinstance(a, Tensor) or self.reshape_transform is None else self.reshape_transform(a)
+            for a in sources
+        ]
+
     def __repr__(self) -> str:
-        given = {k: v for k, v in self.options.items() if k != "fc_weight" and v is not self.spec.options[k].default}
+        # TorchCAM's positional options always (its SmoothGradCAMpp repr), the others when given
+        given = {
+            k: v
+            for k, v in self.options.items()
+            if k != "fc_weight" and (k in self.spec.positional or v is not self.spec.options[k].default)
+        }
         extra = "".join(f", {k}={v!r}" for k, v in given.items())
         return f"{type(self).__name__}(target_layer={self.target_names}{extra})"
 
     # computing -------------------------------------------------------------------------------
-    def _target(self, class_idx: int | Sequence[int] | None, targets: Target | None) -> Target:
+    def _target(self, class_idx: int | Sequence[int] | None, targets: Any, batch: int | None = None) -> Target:
+        """``class_idx`` or ``targets`` as one batched target.
+
+        ``targets`` is a camkit target (``target(output, rows=None) -> (B,)``), or TorchCAM's
+        per-sample ``OutputTarget``: one callable of one sample's output, or a list with one per
+        sample (see :func:`camkit.targets.samples.as_target`).
+        """
         if (class_idx is None) == (targets is None):
             raise ValueError("pass exactly one of class_idx (int or one per sample) and targets")
         if targets is not None:
-            if not callable(targets):
-                raise TypeError(f"targets must be a camkit target callable, got {type(targets).__name__}")
-            return targets
+            return cast(Target, as_target(targets, batch))
         return ClassTarget(class_idx)  # type: ignore[arg-type]
 
     def check_scores(self, scores: Any, target: Target, batch: int) -> None:
@@ -194,7 +219,7 @@ class CAMExtractor(HookedExtractor):
         normalized: bool = True,
         retain_graph: bool = False,
         *,
-        targets: Target | None = None,
+        targets: Target | Sequence[Callable[[Any], Tensor]] | None = None,
         create_graph: bool = False,
     ) -> list[Tensor]:
         """Compute the maps of the last forward.
@@ -204,7 +229,9 @@ class CAMExtractor(HookedExtractor):
             scores: the model output of that forward (needed by gradient methods).
             normalized: min-max normalize each map to ``[0, 1]``.
             retain_graph: keep the autograd graph for another call on the same forward.
-            targets: a :mod:`camkit.targets` object instead of ``class_idx``.
+            targets: a :mod:`camkit.targets` object instead of ``class_idx``; or TorchCAM's
+                per-sample ``OutputTarget`` (a callable of ONE sample's output returning a scalar
+                tensor), or a list of them with one per sample.
             create_graph: return maps that stay in the autograd graph (through the activations and
                 the gradients), so a loss on them can be back-propagated into the model's
                 parameters (attention-guided training, "right for the right reasons" penalties).
@@ -218,9 +245,11 @@ class CAMExtractor(HookedExtractor):
         Raises:
             ValueError: on a misuse; the message names the fix.
         """
-        target = self._target(class_idx, targets)
+        if (class_idx is None) == (targets is None):
+            self._target(class_idx, targets)  # the error, before anything else
         sources = self._capture.sources()
         batch = sources[0].shape[0]
+        target = self._target(class_idx, targets, batch)
         self.check_scores(scores, target, batch)
         x = self._capture.input
         if self.spec.needs_input and x is None:
@@ -240,6 +269,13 @@ class CAMExtractor(HookedExtractor):
         hvps: list[Tensor | None] = [None] * len(sources)
         if self.spec.needs_scores and self.spec.needs_gradients:
             score = target(scores).sum()
+            tracked = [src for src in sources if isinstance(src, Tensor) and src.requires_grad]
+            if tracked and not score.requires_grad:
+                raise DisconnectedTargetError(
+                    "the target score is not connected to every target layer: it carries no autograd graph "
+                    "although the activations do; compute the target from the model output without .detach(), "
+                    "torch.no_grad() or .item() (pass scores=model(x) as returned)"
+                )
             second = self.spec.needs_hvp
             found = self._capture.gradients(
                 score, retain_graph=retain_graph or second or create_graph, create_graph=second or create_graph

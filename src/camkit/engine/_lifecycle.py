@@ -12,6 +12,8 @@ import contextlib
 import weakref
 from typing import TypeVar
 
+from torch.utils.hooks import RemovableHandle
+
 from camkit.engine._capture import Capture
 
 __all__ = ["HookedExtractor", "Lifecycle"]
@@ -58,6 +60,19 @@ class HookedExtractor(Lifecycle):
     def capture(self) -> Capture:
         """The capture this extractor reads (its hooks on the target layers)."""
         return self._capture
+
+    @property
+    def hook_handles(self) -> list[RemovableHandle]:
+        """The handles of the hooks this extractor holds on the model now (empty once removed).
+
+        TorchCAM's attribute, read-only here: remove the hooks with :meth:`remove_hooks`.
+        """
+        return list(self._capture._handles)  # the engine's own capture
+
+    @property
+    def _hooks_enabled(self) -> bool:
+        """TorchCAM's name for whether the hooks record forwards (read-only; see :meth:`enable_hooks`)."""
+        return self._capture.enabled
 
     def release(self) -> None:
         """Remove every hook and forget the captured tensors (what leaving the ``with`` block does)."""

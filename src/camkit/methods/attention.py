@@ -12,6 +12,7 @@ refused with an error that names the alternative.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -19,9 +20,18 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.engine import NO_GRAD_HINT, Capture, HookedExtractor, LayerSpec, attention_blocks, eval_mode, paused
-from camkit.reshape import TokenLayout, infer_layout, transformer_info
-from camkit.targets import ClassTarget, Target
+from camkit.engine import (
+    NO_GRAD_HINT,
+    CAMExtractor,
+    Capture,
+    HookedExtractor,
+    LayerSpec,
+    attention_blocks,
+    eval_mode,
+    paused,
+)
+from camkit.reshape import TokenLayout, attention_kind, infer_layout, transformer_info
+from camkit.targets import ClassTarget, Target, as_target
 
 __all__ = [
     "HEAD_FUSIONS",
@@ -179,6 +189,19 @@ class _AttentionExtractor(HookedExtractor):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target_layer={self.target_names})"
 
+    @property
+    def hook_attn(self) -> list[Tensor | None]:
+        """TorchCAM's attribute: the last forward's attention probabilities ``(N, heads, T, T)`` per block.
+
+        ``None`` where none was captured; read-only (the capture owns them).
+        """
+        return list(self._capture.state.attention)
+
+    @staticmethod
+    def fuse_cams(cams: list[Tensor], target_shape: Sequence[int] | None = None) -> Tensor:
+        """The single map of a call (these methods return one map for all blocks), as TorchCAM's ``fuse_cams``."""
+        return CAMExtractor.fuse_cams(cams, target_shape)
+
     def _layout(self, tokens: int) -> TokenLayout:
         size = self._capture.input_size or (None if self._info is None else self._info.image_size)
         layout = None if size is None else infer_layout((1, tokens, 1), size, self._info)
@@ -235,10 +258,37 @@ class LeGrad(_AttentionExtractor):
         target_layer: LayerSpec = None,
         *,
         score_projection: Callable[[Tensor], Any] | None = None,
+        prefix_tokens: int | None = None,
+        grid_shape: tuple[int, int] | None = None,
         enable_hooks: bool = True,
     ) -> None:
         if score_projection is not None and not callable(score_projection):
             raise TypeError(f"score_projection must be callable, got {type(score_projection).__name__}")
+        if prefix_tokens is not None:
+            if isinstance(prefix_tokens, bool) or not isinstance(prefix_tokens, int):
+                raise TypeError(
+                    f"prefix_tokens must be an integer (class/register tokens before the patches, e.g. 1), "
+                    f"got {prefix_tokens!r}"
+                )
+            if prefix_tokens < 0:
+                raise ValueError(f"prefix_tokens must be non-negative, got {prefix_tokens}")
+        if grid_shape is not None:
+            if (
+                not isinstance(grid_shape, tuple)
+                or len(grid_shape) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) for v in grid_shape)
+            ):
+                raise TypeError(f"grid_shape must be a tuple of two integers (height, width), got {grid_shape!r}")
+            if min(grid_shape) < 1:
+                raise ValueError(f"grid_shape dimensions must be positive, got {grid_shape}")
+        if isinstance(target_layer, (list, tuple)) and not target_layer:
+            raise ValueError(
+                "LeGrad needs at least one explicit target block, got an empty list: pass transformer blocks "
+                "(modules or names), or target_layer=None for all of them"
+            )
+        _check_blocks(model, target_layer)
+        self.prefix_tokens = prefix_tokens
+        self.grid_shape = grid_shape
         super().__init__(model, target_layer, enable_hooks=enable_hooks)
         try:
             self.score_projection = score_projection or head_projection(model)
@@ -272,13 +322,19 @@ class LeGrad(_AttentionExtractor):
         """
         if (class_idx is None) == (targets is None):
             raise ValueError("pass exactly one of class_idx (int or one per sample) and targets")
-        target: Target = ClassTarget(class_idx) if targets is None else targets  # type: ignore[arg-type]
+        target: Target = ClassTarget(class_idx) if targets is None else as_target(targets)  # type: ignore[arg-type]
         blocks, attentions = self._capture.sources(), self._capture.attention()
         if not all(t.requires_grad for t in (*blocks, *attentions)):
             raise ValueError(f"LeGrad differentiates each block's score with respect to its attention: {NO_GRAD_HINT}")
         relevance = []
         with paused(), eval_mode(self.model):
             for i, (tokens, probs) in enumerate(zip(blocks, attentions, strict=True)):
+                if tokens.ndim != 3 or tokens.shape[1] != probs.shape[-1]:
+                    raise ValueError(
+                        f"the attention keys and target-block tokens must have matching lengths: block "
+                        f"{self.target_names[i]!r} outputs {tuple(tokens.shape)} for attention over "
+                        f"{probs.shape[-1]} tokens; pass blocks that keep every token (batch, tokens, embedding)"
+                    )
                 score = target(self.score_projection(tokens)).sum()
                 keep = retain_graph or i < len(blocks) - 1
                 (grad,) = torch.autograd.grad(score, probs, retain_graph=keep, allow_unused=True)
@@ -289,6 +345,89 @@ class LeGrad(_AttentionExtractor):
                     )
                 relevance.append(legrad_relevance(grad.detach()))
         return self._grid(torch.stack(relevance).mean(dim=0), normalized)
+
+    compute_cams = __call__
+
+    @property
+    def hook_a(self) -> list[Tensor | None]:
+        """TorchCAM's attribute: the last forward's output tokens ``(N, T, D)`` of each target block (read-only)."""
+        return list(self._capture.state.sources)  # type: ignore[arg-type]
+
+    def _layout(self, tokens: int) -> TokenLayout:
+        """The grid of ``tokens`` tokens: ``prefix_tokens``/``grid_shape`` when given, else inferred."""
+        if self.prefix_tokens is None and self.grid_shape is None:
+            return super()._layout(tokens)
+        if self.grid_shape is not None:
+            height, width = self.grid_shape
+            prefix = tokens - height * width if self.prefix_tokens is None else self.prefix_tokens
+            if prefix < 0 or prefix + height * width != tokens:
+                raise ValueError(
+                    f"grid_shape={self.grid_shape} does not match the number of patch tokens: the blocks output "
+                    f"{tokens} tokens" + ("" if self.prefix_tokens is None else f" with {prefix} prefix tokens")
+                )
+            return TokenLayout("tokens", height, width, prefix=prefix)
+        prefix = int(self.prefix_tokens or 0)
+        patches = tokens - prefix
+        if patches < 1:
+            raise ValueError(
+                f"prefix_tokens={prefix} must leave at least one patch token; the blocks output {tokens} tokens"
+            )
+        size = self._capture.input_size
+        side = math.isqrt(patches)
+        shapes = [(side, side)] if side * side == patches else []
+        if size is not None and len(size) == 2:
+            h = round(math.sqrt(patches * size[0] / size[1]))
+            if h >= 1 and patches % h == 0 and h * size[1] == (patches // h) * size[0]:
+                shapes.insert(0, (h, patches // h))
+        if not shapes:
+            raise ValueError(
+                f"unable to infer the patch grid of {patches} tokens: neither a square patch grid nor the input's "
+                f"aspect ratio; specify grid_shape=(height, width)"
+            )
+        return TokenLayout("tokens", *shapes[0], prefix=prefix)
+
+
+def _check_blocks(model: nn.Module, target_layer: LayerSpec) -> None:
+    """Refuse, before hooking, target blocks LeGrad cannot read (no attention; attention with extra tokens).
+
+    Raises:
+        TypeError: for a block without an attention module.
+        ValueError: for ``nn.MultiheadAttention`` with separate key/value sizes or added key/value tokens.
+    """
+    if target_layer is None or not isinstance(model, nn.Module):
+        return
+    names = {module: name for name, module in model.named_modules()}
+    for item in target_layer if isinstance(target_layer, (list, tuple)) else [target_layer]:
+        if isinstance(item, str):
+            try:
+                block = model.get_submodule(item)
+            except AttributeError:
+                continue  # attention_blocks names the unknown layer
+        elif isinstance(item, nn.Module):
+            block = item
+        else:
+            continue
+        name = item if isinstance(item, str) else names.get(block, type(block).__name__)
+        found = [m for m in block.modules() if attention_kind(m)]
+        if not found:
+            raise TypeError(
+                f"target block {name!r} ({type(block).__name__}) contains no attention module: pass transformer "
+                "blocks, e.g. torchvision's EncoderBlock (its self_attention: nn.MultiheadAttention), a timm Block "
+                "or a Hugging Face encoder layer"
+            )
+        for attention in found:
+            if not isinstance(attention, nn.MultiheadAttention):
+                continue
+            if attention.in_proj_weight is None:
+                raise ValueError(
+                    f"target block {name!r} requires shared-dimension Q/K/V projections (kdim = vdim = embed_dim); "
+                    "its nn.MultiheadAttention projects keys and values from other sizes"
+                )
+            if attention.bias_k is not None or attention.add_zero_attn:
+                raise ValueError(
+                    f"target block {name!r} does not support added attention tokens (add_bias_kv=True or "
+                    "add_zero_attn=True change the attention's key tokens)"
+                )
 
 
 class AttentionRollout(_AttentionExtractor):

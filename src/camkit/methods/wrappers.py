@@ -39,7 +39,10 @@ class _Wrapper(HookedExtractor):
                 raise ValueError("pass either a built extractor alone, or a model with target_layer and options")
             self.base_cam = model
         elif not (isinstance(base_method, type) and issubclass(base_method, CAMExtractor)):
-            raise TypeError(f"base_method must be a camkit extractor class (e.g. GradCAM), got {base_method!r}")
+            raise TypeError(
+                f"base_method must be a CAM extractor class (e.g. GradCAM, GradCAMpp, or LayerCAM from "
+                f"camkit.methods), got {base_method!r}"
+            )
         else:
             self.base_cam = base_method(model, target_layer, input_shape=input_shape, **kw)
         self._capture = self.base_cam.capture
@@ -254,6 +257,69 @@ class FinerWeightedTarget:
         return f"{type(self).__name__}({self.main.tolist()}, {self.comparisons.tolist()}, alpha={self.alpha})"
 
 
+def _index(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must contain integers (class indices), got {value!r}")
+    return value
+
+
+def _class_list(class_idx: Any, batch: int, classes: int) -> list[int]:
+    """``class_idx`` (an int or one per sample) as one checked class per sample."""
+    if isinstance(class_idx, bool) or not isinstance(class_idx, (int, list, tuple)):
+        raise TypeError(f"class_idx must be an integer or a list of integers (one per sample), got {class_idx!r}")
+    if isinstance(class_idx, int):
+        main = [class_idx] * batch
+    else:
+        main = [_index(c, "class_idx") for c in class_idx]
+        if len(main) != batch:
+            raise ValueError(
+                f"expected batch size and length of class_idx to be the same: {len(main)} classes, batch {batch}"
+            )
+    if any(not 0 <= c < classes for c in main):
+        raise ValueError(f"class_idx contains an out-of-range index for {classes} classes: {class_idx!r}")
+    return main
+
+
+def _comparison_lists(comparison_idx: Any, main: list[int], classes: int) -> list[list[int]]:
+    """``comparison_idx`` (an int, one shared list, or one list per sample) as checked per-sample lists."""
+    batch = len(main)
+    if isinstance(comparison_idx, bool) or not isinstance(comparison_idx, (int, list, Tensor)):
+        raise TypeError(
+            f"comparison_idx must be an integer, a list, or a nested list (one list per sample), got {comparison_idx!r}"
+        )
+    if isinstance(comparison_idx, Tensor):
+        comparison_idx = comparison_idx.tolist()
+    if isinstance(comparison_idx, int):
+        comparison_idx = [comparison_idx]
+    if not comparison_idx:
+        raise ValueError("comparison_idx cannot be empty: pass at least one comparison class, or None")
+    if all(isinstance(c, list) for c in comparison_idx):
+        if len(comparison_idx) != batch:
+            raise ValueError(
+                f"per-sample comparison_idx must match the batch size: {len(comparison_idx)} lists, batch {batch}"
+            )
+        if any(not row for row in comparison_idx):
+            raise ValueError("comparison_idx rows cannot be empty: give each sample at least one comparison class")
+        if len({len(row) for row in comparison_idx}) != 1:
+            raise ValueError("per-sample comparison_idx rows must have equal lengths")
+        rows = [list(row) for row in comparison_idx]
+    elif any(isinstance(c, list) for c in comparison_idx):
+        raise TypeError(
+            "comparison_idx must contain integers or lists of integers, not both: e.g. [2, 3] or [[2, 3], [0, 3]]"
+        )
+    else:
+        rows = [list(comparison_idx)] * batch
+    for sample, (row, target) in enumerate(zip(rows, main, strict=True)):
+        row = [_index(c, "comparison_idx") for c in row]
+        if any(not 0 <= c < classes for c in row):
+            raise ValueError(f"comparison_idx contains an out-of-range index for sample {sample} ({classes} classes)")
+        if len(set(row)) != len(row):
+            raise ValueError(f"comparison_idx contains duplicates for sample {sample}: {row}")
+        if target in row:
+            raise ValueError(f"comparison_idx contains the target class {target} for sample {sample}")
+    return rows
+
+
 class FinerCAM(_Wrapper):
     r"""Finer-CAM: the base method explains :class:`FinerWeightedTarget` instead of the class score.
 
@@ -301,10 +367,16 @@ class FinerCAM(_Wrapper):
         weighting: str = "softmax",
         **base_kwargs: Any,
     ) -> None:
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 <= gamma < math.inf:
-            raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
-        if isinstance(num_references, bool) or not isinstance(num_references, int) or num_references < 1:
-            raise ValueError(f"num_references must be an int >= 1, got {num_references!r}")
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
+            raise TypeError(f"gamma must be a real number (e.g. 0.6), got {gamma!r} ({type(gamma).__name__})")
+        if not 0 <= gamma < math.inf:
+            raise ValueError(f"gamma must be finite and non-negative (e.g. 0.6), got {gamma!r}")
+        if isinstance(num_references, bool) or not isinstance(num_references, int):
+            raise TypeError(
+                f"num_references must be an integer (e.g. 3), got {num_references!r} ({type(num_references).__name__})"
+            )
+        if num_references < 1:
+            raise ValueError(f"num_references must be positive (e.g. 3), got {num_references!r}")
         FinerWeightedTarget(0, [1], weighting=weighting)  # validates weighting
         super().__init__(model, target_layer, input_shape, base_method, base_kwargs)
         if self.base_cam.spec.family == "activation":
@@ -327,15 +399,26 @@ class FinerCAM(_Wrapper):
         Raises:
             ValueError: for scores that are not ``(N, K)`` with ``K >= 2``.
         """
-        y = logits_of(scores).detach()
-        if y.ndim != 2 or y.shape[1] < 2:
-            raise ValueError(f"FinerCAM needs scores (N, num_classes >= 2), got {tuple(y.shape)}")
-        main = y.argmax(1) if class_idx is None else ClassTarget(class_idx).classes(*y.shape)
+        if scores is None:
+            raise ValueError("model output scores is required by FinerCAM: call extractor(class_idx, scores=model(x))")
+        try:
+            y = logits_of(scores).detach()
+        except TypeError as exc:
+            raise TypeError(f"scores must be a tensor of class scores (N, num_classes): {exc}") from exc
+        if y.ndim != 2:
+            raise ValueError(f"scores must have shape (batch_size, num_classes), got {tuple(y.shape)}")
+        if y.shape[1] < 2:
+            raise ValueError(
+                f"FinerCAM needs at least one comparison class besides the target, but scores have shape "
+                f"{tuple(y.shape)}: use a plain method (e.g. GradCAM) for a single-output model"
+            )
+        batch, classes = y.shape
+        main = y.argmax(1) if class_idx is None else torch.tensor(_class_list(class_idx, batch, classes))
         if comparison_idx is None:
-            ranks = range(1, min(self.num_references, y.shape[1] - 1) + 1)
+            ranks = range(1, min(self.num_references, classes - 1) + 1)
             comparison_idx = most_similar_classes(y, main.tolist(), ranks)
-        elif isinstance(comparison_idx, int):
-            comparison_idx = [comparison_idx]
+        else:
+            comparison_idx = _comparison_lists(comparison_idx, main.tolist(), classes)
         return FinerWeightedTarget(main, comparison_idx, self.gamma, self.weighting)
 
     def __call__(
@@ -345,6 +428,8 @@ class FinerCAM(_Wrapper):
         comparison_idx: Any = None,
         normalized: bool = True,
         retain_graph: bool = False,
+        *,
+        targets: Any = None,
     ) -> list[Tensor]:
         """Finer-CAM maps of the last forward, one ``(N, *S)`` per layer.
 
@@ -354,15 +439,20 @@ class FinerCAM(_Wrapper):
             comparison_idx: comparison classes, see :meth:`target`.
             normalized: min-max normalize each map.
             retain_graph: keep the autograd graph.
+            targets: not supported (FinerCAM builds its own contrastive target): an error.
 
         Returns:
             One map per target layer.
 
         Raises:
-            ValueError: without ``scores``.
+            ValueError: without ``scores``, with ``targets``, or for classes that do not fit the scores.
+            TypeError: for classes that are not ints (or lists of ints).
         """
-        if scores is None:
-            raise ValueError("FinerCAM needs the model output: call extractor(class_idx, scores=model(x))")
+        if targets is not None:
+            raise ValueError(
+                "FinerCAM does not support arbitrary output targets: it explains its own contrastive score; "
+                "pass class_idx (and comparison_idx), or call extractor.base_cam(scores=..., targets=...)"
+            )
         target = self.target(scores, class_idx, comparison_idx)
         return self.base_cam(scores=scores, normalized=normalized, retain_graph=retain_graph, targets=target)
 

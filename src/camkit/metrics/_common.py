@@ -132,7 +132,8 @@ def check_inputs(inputs: Any) -> Tensor:
     if inputs.ndim < 3 or not inputs.is_floating_point():
         hint = "; add a batch dimension with x.unsqueeze(0)" if inputs.ndim == 2 else ""
         raise ValueError(
-            f"inputs must be a floating-point tensor (N, C, *S) with at least one spatial dim, "
+            f"inputs must be a floating-point tensor (N, C, *S) with at least one spatial dim "
+            f"(1D, 2D, 3D inputs: (N, C, L), (N, C, H, W), (N, C, D, H, W)), "
             f"got dtype {inputs.dtype} and shape {tuple(inputs.shape)}{hint}"
         )
     return check_finite(inputs, "inputs", "a metric of them would be meaningless; check the preprocessing")

@@ -5,6 +5,10 @@ row, shape ``(B,)``. ``rows`` says which original sample each output row belongs
 methods run many rows per sample); ``None`` means row ``b`` is sample ``b``. The engine
 differentiates the sum of these scalars, so per-sample targets cost one backward for the batch.
 
+TorchCAM's per-sample targets (a callable of ONE sample's output returning a scalar tensor, or a
+list with one per sample) become one batched target through :class:`SampleTargets`; the
+extractors accept both conventions (:func:`as_target` tells them apart).
+
 The targets that subclass :class:`RowwiseTarget` compute each row's scalar from that row alone,
 the same way for every row. They therefore work both ways: on a batched output they return
 ``(B,)``, and on ONE sample's output (e.g. 1-D logits, one detection dict) they return a scalar,
@@ -46,6 +50,8 @@ from camkit.targets.dense import box_iou as box_iou
 from camkit.targets.multimodal import ImageTextSimilarityTarget as ImageTextSimilarityTarget
 from camkit.targets.regression import MultiLabelTarget as MultiLabelTarget
 from camkit.targets.regression import RegressionTarget as RegressionTarget
+from camkit.targets.samples import SampleTargets as SampleTargets
+from camkit.targets.samples import as_target as as_target
 
 __all__ = [
     "BinaryClassifierOutputTarget",
@@ -59,9 +65,11 @@ __all__ = [
     "MultiLabelTarget",
     "RegressionTarget",
     "RowwiseTarget",
+    "SampleTargets",
     "SemanticSegmentationTarget",
     "SimilarityToConceptTarget",
     "Target",
+    "as_target",
     "batch_size_of",
     "box_iou",
     "describe_output",

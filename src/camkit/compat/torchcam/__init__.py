@@ -19,12 +19,12 @@ from importlib import import_module as _import_module
 from importlib.metadata import version as version
 from types import ModuleType as _ModuleType
 
-import camkit as _camkit
-
 __all__ = ("explain", "methods", "metrics", "utils", "version")
 
-#: camkit's version (TorchCAM's ``__version__`` is its own package version)
-__version__ = _camkit.__version__
+#: The TorchCAM release whose API this mirror reproduces (code written against TorchCAM that checks
+#: ``torchcam.__version__`` gets the API level it was written for); camkit's own version is
+#: ``camkit.__version__``.
+__version__ = "0.5.0"
 
 _SUBMODULES = frozenset({"explain", "methods", "metrics", "utils"})
 

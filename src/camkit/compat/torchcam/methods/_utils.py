@@ -20,8 +20,9 @@ def locate_candidate_layer(mod: nn.Module, input_shape: tuple[int, ...] = (3, 22
         input_shape: the input shape without the batch dim.
 
     Returns:
-        The layer's dotted name, or ``None`` when no layer qualifies or the dummy forward fails
-        (TorchCAM's contract; pass ``target_layer`` explicitly then).
+        The layer's dotted name, or ``None`` when no layer qualifies (TorchCAM's contract; pass
+        ``target_layer`` explicitly then) or the dummy forward fails (TorchCAM lets that error
+        through).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -30,6 +31,6 @@ def locate_candidate_layer(mod: nn.Module, input_shape: tuple[int, ...] = (3, 22
     """
     try:
         names = resolve_layers(mod, None, input_shape)
-    except (ValueError, RuntimeError):
+    except ValueError:  # no layer with a spatial output, or the dummy forward failed
         return None
     return names[0] if names else None

@@ -18,8 +18,9 @@ from camkit.engine import CAMExtractor
 __all__ = ["_CAM", "OutputTarget"]
 
 #: TorchCAM's scalar output target: called on ONE sample's model output, returns a scalar tensor.
-#: camkit's extractors take batched targets instead (:mod:`camkit.targets`,
-#: ``target(output, rows=None) -> (B,)``), e.g. ``camkit.targets.ClassTarget``.
+#: camkit's extractors take it (one for the batch, or a list with one per sample; see
+#: :mod:`camkit.targets.samples`) as well as camkit's batched targets
+#: (``target(output, rows=None) -> (B,)``, e.g. ``camkit.targets.ClassTarget``).
 OutputTarget = Callable[[Any], Tensor]
 
 _CAM = CAMExtractor
