@@ -181,7 +181,7 @@ def cli_help() -> str:
 
     parser = build_parser()
     blocks = []
-    for command in ("explain", "report", "run", "export", "methods", "layers"):
+    for command in ("explain", "report", "sanity", "run", "export", "methods", "layers"):
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
             parser.parse_args([command, "--help"])

@@ -41,6 +41,8 @@ from camkit.runner.command import add_parsers as add_runner_parsers
 from camkit.runner.data import IMAGE_SUFFIXES
 from camkit.runner.export import check_out, output_bases
 from camkit.runner.job import check_device
+from camkit.sanity._command import REPORT_NOTE, check_arguments, overall, report_cells, sanity_command
+from camkit.sanity._command import add_arguments as add_sanity_arguments
 from camkit.viz import grid, overlay_mask
 
 __all__ = ["main"]
@@ -92,7 +94,7 @@ def _add_explain_arguments(parser: argparse.ArgumentParser, default_method: str)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (subcommands ``explain``, ``report``, ``run``, ``export``, ``methods``, ``layers``)."""
+    """The argument parser (``explain``, ``report``, ``run``, ``export``, ``sanity``, ``methods``, ``layers``)."""
     parser = _Parser(prog="camkit", description="Class activation maps for PyTorch models.")
     parser.add_argument("--version", action="version", version=f"camkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -123,7 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         help="deletion/insertion steps of the per-image faithfulness metrics; 0 skips the metrics (default: 16)",
     )
+    report.add_argument(
+        "--sanity",
+        action="store_true",
+        help="add a sanity column: each method's cascading model-randomisation check (one forward and backward per "
+        "randomised layer group; docs/sanity.md)",
+    )
     add_runner_parsers(sub)
+    sanity = sub.add_parser("sanity", help="check that the maps depend on the model's parameters (model randomisation)")
+    add_sanity_arguments(sanity)
+    _add_model_arguments(sanity)
+    sanity.add_argument("--layer", action="append", help="target layer name, repeatable (default: the model's)")
+    add_option_argument(sanity)
     sub.add_parser("methods", help="list the CAM methods with one-line descriptions")
     layers = sub.add_parser("layers", help="list candidate target layers with their output shapes")
     _add_model_arguments(layers)
@@ -656,9 +669,15 @@ def _report(args: argparse.Namespace) -> int:
     rows = []
     shown: list[str] = []
     images = 0
+    checks: list[Mapping[str, Any]] = []  # per row: method -> its sanity cell (--sanity)
     for items, _, result in _batches(args, plan, failures):
         assert result.images is not None
         scores = _faithfulness(plan.loaded, result, plan.names, args) if args.metrics_steps else None
+        sanity = (
+            report_cells(plan.loaded, result, plan.names, plan.layer, args.batch_size, plan.options)
+            if args.sanity
+            else None
+        )
         top = result.top(3)
         for i, item in enumerate(items):
             classes = [int(c) for c in result.classes[i].tolist()]
@@ -670,8 +689,10 @@ def _report(args: argparse.Namespace) -> int:
                         predictions=[(name, p) for _, name, p in top[i]],
                         maps={name: result.maps[name][i, rank] for name in plan.names},
                         metrics={} if scores is None else scores[rank][i],
+                        sanity={} if sanity is None else sanity[rank][i],
                     )
                 )
+                checks.append(rows[-1].sanity)
             shown.append(f"{item.key}: {_shown(top[i])}")
         images += len(items)
     if not rows:
@@ -681,10 +702,19 @@ def _report(args: argparse.Namespace) -> int:
     else:
         explained = "top-1" if args.topk == 1 else f"top-{args.topk}, one row per class"
     subtitle = f"model {plan.loaded.name}; explained class: {explained}"
-    path = write_report(args.out, rows, subtitle=subtitle, colormap=args.colormap, alpha=args.alpha)
+    verdict: dict[str, Any] = {}
+    if args.sanity:
+        verdict = {"sanity": overall(checks), "sanity_note": REPORT_NOTE}
+    path = write_report(args.out, rows, subtitle=subtitle, colormap=args.colormap, alpha=args.alpha, **verdict)
     print("\n".join(shown))
     print(f"wrote {path} ({_plural(images, 'image')} x {_plural(len(plan.names), 'method')})")
     return _skipped_summary(failures, len(plan.inputs), f"the other {images} are in {path}")
+
+
+def _sanity(args: argparse.Namespace) -> int:
+    check_arguments(args)
+    inputs = _collect(args.images, args.out)
+    return sanity_command(args, _load(args), [(item.path, item.base) for item in inputs])
 
 
 def _faithfulness(
@@ -761,6 +791,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_command(args)
         if args.command == "export":
             return export_command(args)
+        if args.command == "sanity":
+            return _sanity(args)
         return _report(args)
     except (UserError, ValueError, TypeError, FileNotFoundError, ImportError) as error:
         if os.environ.get("CAMKIT_DEBUG"):

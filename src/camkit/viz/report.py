@@ -7,14 +7,12 @@ no script, and a Content-Security-Policy forbids any network request.
 from __future__ import annotations
 
 import base64
-import html
 import io
 import math
 import os
 import pathlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -22,11 +20,12 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from camkit.viz._cells import SanityCell, _esc, _is_number
 from camkit.viz._style import PAGE_CSS
 from camkit.viz.colormaps import ColormapLike, apply_colormap
 from camkit.viz.overlay import MaskLike, check_alpha, check_image, overlay_mask
 
-__all__ = ["ReportRow", "render_report", "write_report"]
+__all__ = ["ReportRow", "SanityCell", "render_report", "write_report"]
 
 
 @dataclass
@@ -40,6 +39,7 @@ class ReportRow:
         maps: method name -> ``(H, W)`` map in ``[0, 1]`` (tensor on any device, numpy array or
             Pillow float image), any size: it is resized to the image.
         metrics: method name -> {metric name: value}; empty when none were computed.
+        sanity: method name -> its :class:`SanityCell` on this image; empty when no check ran.
 
     Raises:
         TypeError: when a field has the wrong type.
@@ -57,6 +57,7 @@ class ReportRow:
     predictions: Sequence[tuple[str, float]]
     maps: Mapping[str, MaskLike]
     metrics: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    sanity: Mapping[str, SanityCell] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.title, str):
@@ -82,18 +83,10 @@ class ReportRow:
             for method, values in self.metrics.items()
         ):
             raise TypeError(f"ReportRow.metrics must map method -> {{metric name: number}}, got {self.metrics!r}")
-
-
-def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, (Real, Tensor))
-        and not isinstance(value, bool)
-        and (not isinstance(value, Tensor) or value.numel() == 1)
-    )
-
-
-def _esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
+        if not isinstance(self.sanity, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, SanityCell) for k, v in self.sanity.items()
+        ):
+            raise TypeError(f"ReportRow.sanity must map method names to SanityCell, got {self.sanity!r}")
 
 
 def _shrunk(image: Image.Image, max_size: int) -> Image.Image:
@@ -140,26 +133,37 @@ def _ordered_union(groups: Iterable[Iterable[str]]) -> list[str]:
     return list(seen)
 
 
-def _metrics_table(metrics: Mapping[str, Mapping[str, float]], caption: str) -> str:
+#: the header of the sanity column
+SANITY_HEADER = "sanity (randomised model)"
+
+
+def _metrics_table(
+    metrics: Mapping[str, Mapping[str, float]], caption: str, sanity: Mapping[str, SanityCell] | None = None
+) -> str:
     names = _ordered_union(values.keys() for values in metrics.values())
+    methods = _ordered_union([metrics.keys(), (sanity or {}).keys()])
     head = "".join(f'<th scope="col">{_esc(n)}</th>' for n in names)
-    body = "".join(
-        f'<tr><th scope="row">{_esc(method)}</th>'
-        + "".join(f"<td>{_format(values[n]) if n in values else '&ndash;'}</td>" for n in names)
-        + "</tr>"
-        for method, values in metrics.items()
-    )
+    if sanity:
+        head += f'<th scope="col">{_esc(SANITY_HEADER)}</th>'
+    body = ""
+    for method in methods:
+        values = metrics.get(method, {})
+        cells = "".join(f"<td>{_format(values[n]) if n in values else '&ndash;'}</td>" for n in names)
+        if sanity:
+            cells += f"<td>{sanity[method].html() if method in sanity else '&ndash;'}</td>"
+        body += f'<tr><th scope="row">{_esc(method)}</th>{cells}</tr>'
     return (
         f'<div class="table-wrap"><table><caption>{_esc(caption)}</caption>'
         f'<thead><tr><th scope="col">method</th>{head}</tr></thead><tbody>{body}</tbody></table></div>'
     )
 
 
-def _summary(rows: Sequence[ReportRow]) -> str:
+def _summary(rows: Sequence[ReportRow], sanity: Mapping[str, SanityCell] | None = None, note: str = "") -> str:
     with_metrics = [row for row in rows if row.metrics]
-    if not with_metrics:
+    remark = f'<p class="note">{_esc(note)}</p>' if sanity and note else ""
+    if not with_metrics and not sanity:
         return '<p class="note">No metrics were computed for this report.</p>'
-    if len(rows) == 1:
+    if len(rows) == 1 and not sanity:
         return ""
     methods = _ordered_union(row.metrics.keys() for row in with_metrics)
     mean: dict[str, dict[str, float]] = {}
@@ -171,9 +175,10 @@ def _summary(rows: Sequence[ReportRow]) -> str:
                 if math.isfinite(float(value)):
                     per_metric[name].append(float(value))
         mean[method] = {name: sum(v) / len(v) if v else math.nan for name, v in per_metric.items()}
-    count = len(with_metrics)
-    caption = f"Mean over the {count} image{'s' if count != 1 else ''} with metrics (non-finite values left out)"
-    return f'<section class="summary card"><h2>Metrics</h2>{_metrics_table(mean, caption)}</section>'
+    count = len(with_metrics) if with_metrics else len(rows)
+    what = "with metrics (non-finite values left out)" if with_metrics else ""
+    caption = f"Mean over the {count} image{'s' if count != 1 else ''} {what}".rstrip()
+    return f'<section class="summary card"><h2>Metrics</h2>{_metrics_table(mean, caption, sanity)}{remark}</section>'
 
 
 def _predictions(predictions: Sequence[tuple[str, float]]) -> str:
@@ -202,7 +207,7 @@ def _card(index: int, row: ReportRow, colormap: ColormapLike, alpha: float, enco
         cells.append(f"<figure>{encoder.img(picture, alt)}<figcaption>{_esc(method)}</figcaption></figure>")
     if not row.maps:
         cells.append('<p class="note">No maps for this image.</p>')
-    metrics = _metrics_table(row.metrics, "Metrics for this image") if row.metrics else ""
+    metrics = _metrics_table(row.metrics, "Metrics for this image", row.sanity) if row.metrics or row.sanity else ""
     return (
         f'<article class="card" id="image-{index + 1}"><div class="card-head"><h2>{_esc(row.title)}</h2>'
         f'<span class="dims">{image.width}&times;{image.height}</span></div>'
@@ -230,6 +235,8 @@ def render_report(
     subtitle: str = "",
     max_image_size: int = 320,
     image_format: str = "png",
+    sanity: Mapping[str, SanityCell] | None = None,
+    sanity_note: str = "",
 ) -> str:
     """Render a self-contained HTML page: per image, its predictions and one overlay per method.
 
@@ -246,6 +253,9 @@ def render_report(
         subtitle: an optional line under the title (e.g. the model name).
         max_image_size: images larger than this (longest side, pixels) are shrunk in the page.
         image_format: ``"png"`` (exact pixels) or ``"jpeg"`` (quality 90, about 5x smaller pages for photos).
+        sanity: method name -> the report's sanity verdict (:class:`SanityCell`, e.g. from
+            :mod:`camkit.sanity`), shown as a column of the summary table; ``None``: no column.
+        sanity_note: a line under the summary that says what the sanity column means.
 
     Returns:
         The HTML document.
@@ -275,6 +285,12 @@ def render_report(
         raise ValueError(f"max_image_size must be an int >= 16 (pixels), got {max_image_size!r}")
     if image_format not in _FORMATS:
         raise ValueError(f"image_format must be one of {', '.join(map(repr, _FORMATS))}, got {image_format!r}")
+    if sanity is not None and not (
+        isinstance(sanity, Mapping) and all(isinstance(k, str) and isinstance(v, SanityCell) for k, v in sanity.items())
+    ):
+        raise TypeError(f"sanity must map method names to SanityCell, got {sanity!r}")
+    if not isinstance(sanity_note, str):
+        raise TypeError(f"sanity_note must be a str, got {type(sanity_note).__name__}")
     encoder = _Encoder(max_image_size, image_format)
     legend = _legend(colormap)
     methods = _ordered_union(row.maps.keys() for row in rows)
@@ -300,7 +316,7 @@ def render_report(
         f'<meta name="generator" content="camkit {_esc(camkit.__version__)}">'
         f'<title>{_esc(title)}</title><link rel="icon" href="data:,"><style>{PAGE_CSS}</style></head>\n'
         f'<body><div class="page"><header class="page-head"><h1>{_esc(title)}</h1>{subtitle_html}'
-        f'<p class="meta">{meta}</p>{toc}</header>\n<main>{_summary(rows)}{cards}</main>\n'
+        f'<p class="meta">{meta}</p>{toc}</header>\n<main>{_summary(rows, sanity, sanity_note)}{cards}</main>\n'
         f"<footer>Made with camkit {_esc(camkit.__version__)}. This page is self-contained: it loads "
         "nothing from the network.</footer></div></body></html>\n"
     )
@@ -313,7 +329,7 @@ def write_report(path: str | os.PathLike[str], rows: Sequence[ReportRow], **opti
         path: the ``.html`` file to write.
         rows: one :class:`ReportRow` per image.
         **options: the keyword arguments of :func:`render_report` (``title``, ``colormap``, ``alpha``,
-            ``subtitle``, ``max_image_size``, ``image_format``).
+            ``subtitle``, ``max_image_size``, ``image_format``, ``sanity``, ``sanity_note``).
 
     Returns:
         The path written.
