@@ -151,22 +151,24 @@ def test_refinecam_with_layercam() -> None:
 
 
 def test_finercam_with_explicit_references() -> None:
-    """FinerCAM's example; camkit weighs references by softmax by default (the authors' code):
-    ``weighting="uniform"`` gives TorchCAM's mean, and the default visibly differs from it."""
+    """FinerCAM's example: the mirror keeps TorchCAM's uniform mean of the references; camkit's native
+    class weighs them by softmax by default (the authors' code), which visibly differs."""
+    import camkit.methods
+
     model, x = _resnet18(), _preprocess(_image(3)).unsqueeze(0)
     maps = {}
-    for name, methods, extra in (
-        ("torchcam", tc_methods, {}),
-        ("uniform", ck_methods, {"weighting": "uniform"}),
-        ("softmax", ck_methods, {}),
+    for name, finer, base in (
+        ("torchcam", tc_methods.FinerCAM, tc_methods.LayerCAM),
+        ("mirror", ck_methods.FinerCAM, ck_methods.LayerCAM),
+        ("native", camkit.methods.FinerCAM, camkit.methods.LayerCAM),
     ):
-        with methods.FinerCAM(model, "layer4", base_method=methods.LayerCAM, **extra) as cam_extractor:
+        with finer(model, "layer4", base_method=base) as cam_extractor:
             out = model(x)
             class_idx = out.squeeze(0).argmax().item()
             cams = cam_extractor(class_idx, out, comparison_idx=[12, 37, 84])
         maps[name] = cams[0]
-    _assert_maps_close(maps["uniform"], maps["torchcam"])
-    assert (maps["softmax"] - maps["torchcam"]).abs().max() > 1e-4
+    _assert_maps_close(maps["mirror"], maps["torchcam"])
+    assert (maps["native"] - maps["torchcam"]).abs().max() > 1e-4
 
 
 def _fcn() -> nn.Module:

@@ -299,3 +299,22 @@ def test_open_fullgrad_extractor_keeps_the_users_input_gradient() -> None:
         grad = torch.autograd.grad(model(x).sum(), x, allow_unused=True)[0]
     assert grad is not None
     torch.testing.assert_close(grad, expected)
+
+
+def test_eval_mode_restores_flags_when_model_eval_raises() -> None:
+    """A model whose ``eval()`` fails half-way (flags already flipped) gets its flags back, and the error is its own."""
+    from camkit.engine import candidate_layers
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).train()
+    model[1].eval()
+    before = [m.training for m in model.modules()]
+
+    def failing_eval() -> nn.Module:
+        for module in model.modules():
+            module.training = False
+        raise RuntimeError("eval failed")
+
+    model.eval = failing_eval  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="eval failed"):  # not turned into the dummy-forward ValueError
+        candidate_layers(model, (3, 8, 8))
+    assert [m.training for m in model.modules()] == before

@@ -88,9 +88,9 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     """
     flags = _training_flags(model)
     changed = True in flags.values()
-    if changed:
-        model.eval()
     try:
+        if changed:  # inside the try: a model whose eval() raises half-way is restored too
+            model.eval()
         yield
     finally:
         if changed:  # a model in eval mode was not touched, so it is not walked again
@@ -228,13 +228,14 @@ def candidate_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple
         for name, module in model.named_modules():
             if name:
                 handles.append(module.register_forward_hook(record(name)))
-        with paused(), eval_mode(model), torch.no_grad():
-            model(dummy)
-    except Exception as exc:
-        raise ValueError(
-            f"the dummy forward of shape {tuple(dummy.shape)} used to pick target_layer failed ({exc}); "
-            "pass input_shape=(C, H, W) matching your model, or name target_layer explicitly"
-        ) from exc
+        with paused(), eval_mode(model), torch.no_grad():  # an error of model.eval() itself passes through
+            try:
+                model(dummy)
+            except Exception as exc:
+                raise ValueError(
+                    f"the dummy forward of shape {tuple(dummy.shape)} used to pick target_layer failed ({exc}); "
+                    "pass input_shape=(C, H, W) matching your model, or name target_layer explicitly"
+                ) from exc
     finally:
         for handle in handles:
             handle.remove()
