@@ -263,3 +263,91 @@ def test_errors_name_the_fix() -> None:
         metrics.max_sensitivity(model, x, _identity, 0, radius=0)
     with pytest.raises(ValueError, match="one per sample"):
         metrics.coherency(model, x, cam, _identity, [0, 1])
+
+
+# batched paths agree with the plain ones -----------------------------------------------------------
+
+
+def test_faithfulness_correlation_draws_the_same_subsets_however_many_runs_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The subsets are drawn several runs at a time: the same stream, so the same values, as one run at a time."""
+    from camkit.metrics import _faithfulness
+
+    model = _linear([float(i) for i in range(16)])
+    x, cam = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(0)), torch.rand(3, 4, 4)
+
+    def run() -> Tensor:
+        generator = torch.Generator().manual_seed(4)
+        return metrics.faithfulness_correlation(
+            model, x, cam, LOGIT, nr_runs=7, subset_size=5, generator=generator
+        ).per_sample
+
+    together = run()
+    for values in (1, 3 * 16 * 2):  # one run at a time (chunk 1), two runs at a time (the last one alone)
+        monkeypatch.setattr(_faithfulness, "_DRAW_VALUES", values)
+        torch.testing.assert_close(run(), together, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("metric", ["pixel_flipping", "monotonicity", "region_perturbation", "selectivity"])
+def test_a_number_baseline_scores_as_the_same_tensor_baseline(metric: str) -> None:
+    """A number fills in place; a tensor baseline goes through ``where``: the same curves."""
+    generator = torch.Generator().manual_seed(2)
+    model = _linear(torch.randn(16, generator=generator).tolist())
+    x, cam = torch.rand(2, 1, 4, 4, generator=generator), torch.rand(2, 4, 4, generator=generator)
+    extra = {"patch_size": 2} if metric in ("region_perturbation", "selectivity") else {"features_in_step": 3}
+    run = getattr(metrics, metric)
+    number = run(model, x, cam, LOGIT, baseline=0.25, **extra)
+    tensor = run(model, x, cam, LOGIT, baseline=torch.full((1, 1, 4, 4), 0.25), **extra)
+    torch.testing.assert_close(number.curve, tensor.curve, rtol=0, atol=0)
+
+
+def test_irof_of_a_batch_is_irof_of_each_sample() -> None:
+    """Samples with different segment counts (3 and 2, arbitrary labels) in one batch: each as alone, NaN-padded."""
+    generator = torch.Generator().manual_seed(6)
+    model = _linear(torch.rand(16, generator=generator).add(0.5).tolist())
+    x, cam = torch.rand(2, 1, 4, 4, generator=generator) + 0.5, torch.rand(2, 4, 4, generator=generator)
+    labels = torch.zeros(2, 4, 4, dtype=torch.long)
+    labels[0, :, 1:] = 9
+    labels[0, 3:, :] = -4
+    labels[1, 2:] = 5
+    both = metrics.irof(model, x, cam, LOGIT, segments=labels, baseline=0.0)
+    assert both.curve.shape == (2, 4)
+    assert math.isnan(float(both.curve[1, 3]))
+    for row, segments in ((0, 3), (1, 2)):
+        alone = metrics.irof(
+            model, x[row : row + 1], cam[row : row + 1], LOGIT, segments=labels[row : row + 1], baseline=0.0
+        )
+        torch.testing.assert_close(
+            both.curve[row, : segments + 1], alone.curve[0], rtol=0, atol=1e-6
+        )  # float32 forwards
+        torch.testing.assert_close(both.per_sample[row], alone.per_sample[0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sparseness_is_the_gini_index_of_the_torch_sorted_map(dtype: torch.dtype) -> None:
+    """The CPU sort goes through numpy: the same values as torch's sort, in either precision."""
+    maps = torch.rand(3, 5, 7, generator=torch.Generator().manual_seed(8), dtype=torch.float64).to(dtype) - 0.3
+    values = maps.flatten(1).double().abs().sort(dim=1).values
+    d = values.shape[1]
+    weights = 2 * torch.arange(1, d + 1, dtype=torch.float64) - d - 1
+    expected = (weights * values).sum(1) / (d * values.sum(1))
+    torch.testing.assert_close(metrics.sparseness(maps).per_sample, expected, rtol=0, atol=1e-15)
+
+
+def test_faithfulness_correlation_replaces_every_channel_of_the_subset_pixels() -> None:
+    """Three channels, a number and a per-sample tensor baseline: each score is the model on the masked input."""
+    generator = torch.Generator().manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 2)).eval()
+    x, cam = torch.rand(2, 3, 4, 4, generator=generator), torch.rand(2, 4, 4, generator=generator)
+    subsets = torch.stack([torch.randperm(16, generator=generator)[:5] for _ in range(2 * 6)]).view(2, 6, 5)
+    for baseline in (0.25, torch.rand(2, 3, 4, 4, generator=generator)):
+        base = torch.as_tensor(baseline).expand_as(x)
+        mask = torch.zeros(2, 6, 16, dtype=torch.bool).scatter_(2, subsets, True).view(2, 6, 1, 4, 4)
+        perturbed = torch.where(mask, base.unsqueeze(1), x.unsqueeze(1)).flatten(0, 1)
+        with torch.no_grad():
+            deltas = (model(x)[:, 0].unsqueeze(1) - model(perturbed)[:, 0].view(2, 6)).double()
+        sums = cam.flatten(1).double().gather(1, subsets.flatten(1)).view(2, 6, 5).sum(-1)
+        expected = torch.stack([torch.corrcoef(torch.stack([sums[i], deltas[i]]))[0, 1] for i in range(2)])
+        got = metrics.faithfulness_correlation(model, x, cam, LOGIT, subsets=subsets, baseline=baseline).per_sample
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)

@@ -14,14 +14,23 @@ from camkit.metrics._common import MapsLike, MetricResult, make_result, prepare_
 __all__ = ["complexity", "effective_complexity", "l1_complexity", "sparseness"]
 
 
-def _flat(maps: MapsLike) -> Tensor:
+def _flat(maps: MapsLike, double: bool = True) -> Tensor:
     first = maps[0] if isinstance(maps, (list, tuple)) and maps else maps
     shape = tuple(first.shape)  # type: ignore[union-attr]
     if len(shape) < 2:
         raise ValueError(f"maps must have shape (N, *S) or (N, 1, *S), got {shape}")
     spatial = shape[2:] if len(shape) >= 4 and shape[1] == 1 else shape[1:]
     device = first.device if isinstance(first, Tensor) else torch.device("cpu")
-    return prepare_maps(maps, shape[0], spatial, device).flatten(1).double()
+    flat = prepare_maps(maps, shape[0], spatial, device).flatten(1)
+    return flat.double() if double else flat
+
+
+def _sorted(values: Tensor) -> Tensor:
+    """A fresh ``values`` sorted along dim 1: in place by numpy on the CPU (several times torch's sort there)."""
+    if values.device.type == "cpu" and values.is_contiguous():
+        values.numpy().sort(axis=1)
+        return values
+    return values.sort(dim=1).values
 
 
 def sparseness(maps: MapsLike) -> MetricResult:
@@ -44,7 +53,7 @@ def sparseness(maps: MapsLike) -> MetricResult:
         >>> sparseness(torch.tensor([[[0.0, 0.0], [0.0, 2.0]]])).mean  # (2*4 - 4 - 1) * 2 / (4 * 2)
         0.75
     """
-    values = _flat(maps).abs().sort(dim=1).values
+    values = _sorted(_flat(maps, double=False).abs()).double()  # sorting before the exact widening: same order
     d = values.shape[1]
     weights = 2 * torch.arange(1, d + 1, dtype=values.dtype, device=values.device) - d - 1
     total = values.sum(1)

@@ -26,9 +26,12 @@ from camkit.metrics._common import (
     nanmean,
     positive_int,
 )
-from camkit.metrics._perturb import Fill, fill, rank_units, score_removals, setup
+from camkit.metrics._perturb import Fill, constant, fill, rank_units, score_removals, setup
 
 __all__ = ["faithfulness_correlation", "infidelity", "monotonicity", "pixel_flipping"]
+
+#: random values drawn at once for faithfulness correlation's subsets (64 MiB of float32)
+_DRAW_VALUES = 1 << 24
 
 
 def _pearson(a: Tensor, b: Tensor) -> Tensor:
@@ -98,24 +101,34 @@ def faithfulness_correlation(
         runs, size = positive_int(nr_runs, "nr_runs"), positive_int(subset_size, "subset_size")
         if size >= pixels:
             raise ValueError(f"subset_size must be smaller than the {pixels} pixels of the input, got {size}")
-        draws = [torch.rand(n, pixels, generator=generator).topk(size, dim=1).indices for _ in range(runs)]
-        subsets = torch.stack(draws, dim=1).to(image.device)  # one run at a time: n x pixels of memory
+        chunk = max(1, _DRAW_VALUES // (n * pixels))  # runs drawn at once: the same stream as one at a time
+        draws = [
+            torch.rand(min(chunk, runs - start), n, pixels, generator=generator).topk(size, dim=2).indices
+            for start in range(0, runs, chunk)
+        ]
+        subsets = torch.cat(draws).transpose(0, 1).to(image.device)
     elif subsets.ndim != 3 or subsets.shape[0] != n:
         raise ValueError(f"subsets must be (N={n}, nr_runs, subset_size) pixel indices, got {tuple(subsets.shape)}")
     subsets = subsets.to(image.device).long()
     if subsets.numel() and (int(subsets.min()) < 0 or int(subsets.max()) >= pixels):
         raise ValueError(f"subsets must hold pixel indices in [0, {pixels}) (row-major), got {int(subsets.max())}")
     runs = subsets.shape[1]
-    base = fill(baseline, image, generator)
+    base = constant(baseline, image, generator)
     flat_subsets = subsets.reshape(n * runs, -1)
     rows = torch.arange(n, device=image.device).repeat_interleave(runs)
 
-    def make(part: slice) -> Tensor:
+    channels = image.shape[1]
+
+    def make(part: slice) -> Tensor:  # the subset's pixels (all channels) set in place: no mask is built
         picked = rows[part]
-        mask = torch.zeros(picked.shape[0], pixels, dtype=torch.bool, device=image.device)
-        mask.scatter_(1, flat_subsets[part], True)
-        mask = mask.view(-1, 1, *image.shape[2:])
-        return torch.where(mask, base[picked], image[picked])
+        out = image.index_select(0, picked)
+        where = flat_subsets[part].unsqueeze(1).expand(-1, channels, -1)
+        if isinstance(base, float):
+            out.view(out.shape[0], channels, pixels).scatter_(2, where, base)
+        else:
+            values = base.index_select(0, picked).reshape(out.shape[0], channels, pixels).gather(2, where)
+            out.view(out.shape[0], channels, pixels).scatter_(2, where, values)
+        return out
 
     with eval_mode(model):
         target, clean = clean_scores(model, image, targets, batch_size, call)
@@ -182,7 +195,7 @@ def monotonicity(
     samples = torch.arange(n, device=image.device).repeat_interleave(counts.numel())
     with eval_mode(model):
         target, _ = clean_scores(model, image, targets, batch_size, call)
-        base = fill(baseline, image)
+        base = constant(baseline, image)
         curve = score_removals(
             model, image, call, target, rank, samples, counts.repeat(n), base, batch_size, insert=True
         ).view(n, -1)
@@ -238,7 +251,7 @@ def pixel_flipping(
     samples = torch.arange(n, device=image.device).repeat_interleave(counts.numel())
     with eval_mode(model):
         target, clean = clean_scores(model, image, targets, batch_size, call)
-        base = fill(baseline, image)
+        base = constant(baseline, image)
         scores = score_removals(model, image, call, target, rank, samples, counts.repeat(n), base, batch_size)
     curve = torch.cat([clean.to(scores.dtype).unsqueeze(1), scores.view(n, -1)], dim=1)
     fractions = torch.cat([counts.new_zeros(1), counts]).to(curve.dtype) / pixels

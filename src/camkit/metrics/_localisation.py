@@ -67,7 +67,9 @@ def relevance_mass_accuracy(
 
 def _top(cams: Tensor, count: Tensor | int) -> Tensor:
     """``(N, P)`` True for each sample's ``count`` highest values (ties: lower index first)."""
-    rank = torch.argsort(torch.argsort(cams, dim=1, descending=True, stable=True), dim=1)
+    order = torch.argsort(cams, dim=1, descending=True, stable=True)
+    positions = torch.arange(cams.shape[1], device=cams.device).expand_as(order)
+    rank = torch.empty_like(order).scatter_(1, order, positions)  # the inverse permutation, without a second sort
     limit = count.unsqueeze(1) if isinstance(count, Tensor) else count
     return rank < limit
 

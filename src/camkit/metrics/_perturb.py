@@ -25,7 +25,7 @@ from camkit.metrics._common import (
     split_inputs,
 )
 
-__all__ = ["Fill", "fill", "patch_ids", "rank_units", "score_removals", "setup", "unit_means"]
+__all__ = ["Fill", "constant", "fill", "patch_ids", "rank_units", "score_removals", "setup", "unit_means"]
 
 #: A replacement value: a number, ``"min"``/``"max"``/``"mean"`` of each sample (Quantus's
 #: ``"black"``/``"white"``/``"mean"``), ``"uniform"`` noise in [0, 1), a tensor broadcastable to the
@@ -116,7 +116,15 @@ def unit_means(cams: Tensor, units: Tensor, count: int, mean: bool) -> Tensor:
 def rank_units(values: Tensor, descending: bool = True) -> Tensor:
     """``(N, U)`` rank of each unit when sorted by ``values`` (stable: ties keep their index order)."""
     order = torch.argsort(values, dim=1, descending=descending, stable=True)
-    return torch.argsort(order, dim=1)
+    positions = torch.arange(values.shape[1], device=values.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)  # the inverse permutation, without a second sort
+
+
+def constant(value: Fill, inputs: Tensor, generator: torch.Generator | None = None) -> Tensor | float:
+    """:func:`fill`, but a plain number stays a number (the removals then fill in place, nothing gathered)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return fill(value, inputs, generator)
 
 
 def score_removals(
@@ -127,16 +135,25 @@ def score_removals(
     pixel_rank: Tensor,
     samples: Tensor,
     counts: Tensor,
-    base: Tensor,
+    base: Tensor | float,
     batch_size: int,
     insert: bool = False,
 ) -> Tensor:
-    """Scores of ``samples[i]`` with its units of rank < ``counts[i]`` replaced by ``base`` (``insert``: put on it)."""
+    """Scores of ``samples[i]`` with its units of rank < ``counts[i]`` replaced by ``base`` (``insert``: put on it).
+
+    ``base`` is a tensor like ``inputs`` or one number (see :func:`constant`).
+    """
     spatial = [1] * (pixel_rank.ndim - 1)
+    small = torch.int32 if pixel_rank[0].numel() < 2**31 - 1 else torch.int64  # ranks < pixels: half the traffic
+    pixel_rank, counts = pixel_rank.to(small), counts.to(small)
 
     def make(part: slice) -> Tensor:
         rows = samples[part]
-        changed = (pixel_rank[rows] < counts[part].view(-1, *spatial)).unsqueeze(1)
+        changed = (pixel_rank.index_select(0, rows) < counts[part].view(-1, *spatial)).unsqueeze(1)
+        if isinstance(base, float):
+            if insert:
+                return torch.where(changed, inputs.index_select(0, rows), base)
+            return inputs.index_select(0, rows).masked_fill_(changed, base)
         first, second = (inputs[rows], base[rows]) if insert else (base[rows], inputs[rows])
         return torch.where(changed, first, second)
 

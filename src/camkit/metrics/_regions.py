@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from camkit.engine import ImageArg, eval_mode
 from camkit.metrics._common import CurveResult, InputsLike, MapsLike, TargetLike, clean_scores, nanmean, positive_int
-from camkit.metrics._perturb import Fill, fill, patch_ids, rank_units, score_removals, setup, unit_means
+from camkit.metrics._perturb import Fill, constant, patch_ids, rank_units, score_removals, setup, unit_means
 
 __all__ = ["irof", "region_perturbation", "selectivity"]
 
@@ -48,7 +48,7 @@ def _patch_curve(
     samples = torch.arange(n, device=image.device).repeat_interleave(steps)
     with eval_mode(model):
         target, clean = clean_scores(model, image, targets, batch_size, call)
-        base = fill(baseline, image, generator)
+        base = constant(baseline, image, generator)
         scores = score_removals(model, image, call, target, rank, samples, counts.repeat(n), base, batch_size)
     return clean.to(scores.dtype), scores.view(n, steps), count
 
@@ -184,6 +184,23 @@ def _segments(segments: Any, image: Tensor) -> Tensor:
     return labels
 
 
+def _dense_labels(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Each sample's labels renumbered 0..K-1 in increasing order ``(N, *S)`` and the counts K ``(N,)``.
+
+    Example:
+        >>> ids, sizes = _dense_labels(torch.tensor([[[7, 3], [7, 9]], [[2, 2], [2, 2]]]))
+        >>> ids.tolist(), sizes.tolist()
+        ([[[1, 0], [1, 2]], [[0, 0], [0, 0]]], [3, 1])
+    """
+    flat = labels.flatten(1)
+    ordered, order = flat.sort(dim=1)
+    starts = torch.ones_like(ordered, dtype=torch.long)
+    starts[:, 1:] = (ordered[:, 1:] != ordered[:, :-1]).long()
+    dense = starts.cumsum(dim=1) - 1
+    ids = torch.empty_like(dense).scatter_(1, order, dense)
+    return ids.view_as(labels), dense[:, -1] + 1
+
+
 def irof(
     model: nn.Module,
     inputs: InputsLike,
@@ -231,18 +248,17 @@ def irof(
     image, call, cams, batch_size = setup(inputs, maps, batch_size, image_arg)
     n = image.shape[0]
     labels = _segments(segments, image)
-    dense = [torch.unique(row, return_inverse=True) for row in labels]
-    ids = torch.stack([inverse for _, inverse in dense]).long()
-    sizes = torch.tensor([len(values) for values, _ in dense], device=image.device)
+    ids, sizes = _dense_labels(labels)
     most = int(sizes.max())
     means = unit_means(cams, ids, most, mean=True)
     means = torch.where(torch.arange(most, device=image.device) < sizes.unsqueeze(1), means, -torch.inf)
     rank = rank_units(means).gather(1, ids.flatten(1)).view_as(cams)
     samples = torch.arange(n, device=image.device).repeat_interleave(sizes)
-    counts = torch.cat([torch.arange(1, int(size) + 1, device=image.device) for size in sizes])
+    ladder = torch.arange(1, most + 1, device=image.device).expand(n, most)
+    counts = ladder[ladder <= sizes.unsqueeze(1)]  # 1..size of each sample, samples one after the other
     with eval_mode(model):
         target, clean = clean_scores(model, image, targets, batch_size, call)
-        base = fill(baseline, image)
+        base = constant(baseline, image)
         scores = score_removals(model, image, call, target, rank, samples, counts, base, batch_size)
     curve = torch.full((n, most + 1), float("nan"), dtype=torch.float64, device=image.device)
     curve[:, 0] = 1.0
