@@ -33,6 +33,7 @@ import difflib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import import_module
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, overload
 
@@ -321,6 +322,19 @@ def class_name_of(name: str) -> str:
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
+_BUILTINS = {"loaded": False}
+
+
+def _table() -> dict[str, MethodSpec]:
+    """The method table, with camkit's built-in methods registered on first use.
+
+    ``import camkit`` loads nothing heavy; the built-in methods (:mod:`camkit.methods`, which
+    imports torch) register themselves the first time any caller reads or extends the table.
+    """
+    if not _BUILTINS["loaded"]:
+        _BUILTINS["loaded"] = True  # first: the built-ins' own register() calls land here again
+        import_module("camkit.methods")
+    return _REGISTRY
 
 
 @overload
@@ -454,7 +468,7 @@ def register(
     """
     if not isinstance(name, str) or name != name.lower() or not name.isidentifier():
         raise ValueError(f"method name {name!r} must be a lower-case identifier")
-    if name in _REGISTRY:
+    if name in _table():
         raise ValueError(f"method {name!r} is already registered")
     if output not in ("weights", "map"):
         raise ValueError(f"output must be 'weights' or 'map', got {output!r}")
@@ -465,7 +479,7 @@ def register(
     for candidate in names:
         if not candidate.isidentifier():
             raise ValueError(f"class name {candidate!r} of method {name!r} is not an identifier")
-        for other in _REGISTRY.values():
+        for other in _table().values():
             if candidate in (other.class_name, *other.peer_names):
                 raise ValueError(f"class name {candidate!r} of method {name!r} is taken by method {other.name!r}")
     declared = {key: value if isinstance(value, Option) else Option(value) for key, value in (options or {}).items()}
@@ -485,7 +499,7 @@ def register(
     scores = (needs_gradients and not needs_input) if needs_scores is None else needs_scores
 
     def decorator(fn: Any) -> Any:
-        _REGISTRY[name] = MethodSpec(
+        _table()[name] = MethodSpec(
             name=name,
             weights=fn,
             needs_gradients=needs_gradients or needs_hvp,
@@ -524,7 +538,7 @@ def unregister(name: str) -> None:
     Raises:
         ValueError: for an unknown name.
     """
-    del _REGISTRY[get_method(name).name]
+    del _table()[get_method(name).name]
 
 
 def list_methods() -> list[str]:
@@ -538,7 +552,7 @@ def list_methods() -> list[str]:
         >>> "gradcam" in camkit.list_methods()
         True
     """
-    return sorted(_REGISTRY)
+    return sorted(_table())
 
 
 def _key(name: str) -> str:
@@ -564,13 +578,13 @@ def get_method(name: str) -> MethodSpec:
     """
     if not isinstance(name, str):
         raise TypeError(f"a method is named by a string, got {type(name).__name__}")
-    if name in _REGISTRY:
-        return _REGISTRY[name]
+    if name in _table():
+        return _table()[name]
     key = _key(name)
-    for spec in _REGISTRY.values():
+    for spec in _table().values():
         if key in (_key(spec.name), *(_key(n) for n in (spec.class_name, *spec.peer_names))):
             return spec
-    close = difflib.get_close_matches(name.lower(), list(_REGISTRY), n=1)
+    close = difflib.get_close_matches(name.lower(), list(_table()), n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise ValueError(f"unknown method {name!r}; {hint}choose one of: {', '.join(list_methods())}")
 
@@ -599,17 +613,17 @@ def check_options(specs: Iterable[MethodSpec], given: Iterable[str], where: str,
     """
     specs = list(specs)
     accepted = sorted({key for spec in specs for key in spec.options} | set(extra))
-    everywhere = sorted({key for spec in _REGISTRY.values() for key in spec.options} - set(accepted))
+    everywhere = sorted({key for spec in _table().values() for key in spec.options} - set(accepted))
     for key in given:
         if key in accepted:
             continue
         here = _closest(key, accepted)
         elsewhere = _closest(key, everywhere)
         if key in everywhere:
-            owners = [spec.name for spec in _REGISTRY.values() if key in spec.options]
+            owners = [spec.name for spec in _table().values() if key in spec.options]
             hint = f"it is an option of {', '.join(owners)}, not of the method(s) given."
         elif elsewhere is not None and (here is None or elsewhere[0] > here[0]):
-            owners = [spec.name for spec in _REGISTRY.values() if elsewhere[1] in spec.options]
+            owners = [spec.name for spec in _table().values() if elsewhere[1] in spec.options]
             hint = f"did you mean {elsewhere[1]!r}? It is an option of {', '.join(owners)}, not of the method(s) given."
         elif here is not None:
             hint = f"did you mean {here[1]!r}?"
