@@ -229,3 +229,23 @@ def test_run_checks_and_records_method_options(net: nn.Module, tmp_path: Any) ->
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="other options"):
         camkit.run(images, tmp_path / "b", methods=["fem", "gradcam"], k=0.25, **common)
+
+
+def test_import_camkit_is_light_and_names_resolve_on_first_use() -> None:
+    """``import camkit`` (and the TorchCAM door's package) loads no torch; every public name resolves,
+    the registry holds the built-ins without importing camkit.methods first, and ``camkit.compare``
+    stays the function after its submodule is imported."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+import camkit, camkit.compat.torchcam
+assert "torch" not in sys.modules, "import camkit loaded torch"
+import camkit.compare
+assert callable(camkit.compare) and camkit.compare.__name__ == "compare"
+assert all(getattr(camkit, name) is not None for name in camkit.__all__)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True)
+    fresh = "from camkit.registry import list_methods; assert 'gradcam' in list_methods()"
+    subprocess.run([sys.executable, "-c", fresh], check=True)
