@@ -375,12 +375,8 @@ def test_every_public_name_of_the_peer_is_at_the_same_path() -> None:
     # names camkit does not mirror (yet), each with the reason, so the rest is held to the rule
     not_mirrored = {
         "ablation_cam_multilayer": "an experimental module of the peer, not in its README or tutorials",
-        "feature_factorization.deep_feature_factorization.dff": "the peer's internal NMF helper",
-        "feature_factorization.deep_feature_factorization.run_dff_on_image": "not mirrored yet",
         "guided_backprop.GuidedBackpropReLU": "camkit's guided ReLUs are hooks, not autograd.Function classes",
         "guided_backprop.GuidedBackpropReLUasModule": "camkit's guided ReLUs are hooks, not modules",
-        "metrics.cam_mult_image.multiply_tensor_with_cam": "not mirrored yet",
-        "metrics.perturbation_confidence": "not mirrored yet",
         "metrics.road.NoisyLinearImputer": "camkit.metrics.noisy_linear_imputation is the function",
         "sess.sliding_window": "the peer's internal helper",
         "sess.window_starts": "the peer's internal helper",
@@ -407,3 +403,136 @@ def test_every_public_name_of_the_peer_is_at_the_same_path() -> None:
                 missing.append(f"{relative}.{name}")
     assert not missing, missing
     assert found >= 60
+
+
+def _metric_case() -> tuple[nn.Module, torch.Tensor, np.ndarray]:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 5)
+    ).eval()
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    cams = np.random.default_rng(2).random((1, 8, 8), dtype=np.float32)
+    return model, x, cams
+
+
+@pytest.mark.parametrize("name", ["CamMultImageConfidenceChange", "DropInConfidence", "IncreaseInConfidence"])
+def test_confidence_metrics_return_the_peers_arrays(name: str) -> None:
+    """numpy float32 (N,) as the peer's, for (N, H, W) maps, a list of (H, W) maps, one (H, W) map.
+
+    For a single (H, W) map the peer multiplies each image by the map's first row (``cams[0]``
+    broadcast); camkit reads it as the map of a batch of one: the same as the peer's ``[map]``.
+    """
+    from pytorch_grad_cam.metrics import cam_mult_image as peer_module
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget as PeerTarget
+
+    from camkit.compat.gradcam.metrics import cam_mult_image as our_module
+
+    model, x, cams = _metric_case()
+    expected = getattr(peer_module, name)()(x, cams, [PeerTarget(2)], model)
+    for given in (cams, [cams[0]], cams[0]):
+        got = getattr(our_module, name)()(x, given, [PeerTarget(2)], model)
+        assert isinstance(got, np.ndarray)
+        assert got.dtype == np.float32
+        assert got.shape == expected.shape == (1,)
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        assert isinstance(got[0], np.floating)
+    np.testing.assert_allclose(getattr(peer_module, name)()(x, [cams[0]], [PeerTarget(2)], model), expected)
+    assert float(np.abs(peer_module.CamMultImageConfidenceChange()(x, cams, [PeerTarget(2)], model)).max()) > 1e-4
+
+
+def test_road_metrics_return_the_peers_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytorch_grad_cam.metrics import road as peer_road
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget as PeerTarget
+
+    from camkit.compat.gradcam.metrics import road
+
+    monkeypatch.setattr(
+        peer_road.NoisyLinearImputer.__init__,
+        "__defaults__",
+        (0.0, peer_road.NoisyLinearImputer.__init__.__defaults__[1]),
+    )
+    model, x, cams = _metric_case()
+    pairs = [
+        (peer_road.ROADMostRelevantFirst(70), road.ROADMostRelevantFirst(70, noise=0.0)),
+        (peer_road.ROADLeastRelevantFirstAverage([30, 60]), road.ROADLeastRelevantFirstAverage([30, 60], noise=0.0)),
+        (peer_road.ROADCombined([30, 60]), road.ROADCombined([30, 60], noise=0.0)),
+    ]
+    for theirs, ours_metric in pairs:
+        expected = theirs(x, cams, [PeerTarget(2)], model)
+        for given in (cams, [cams[0]], cams[0]):
+            got = ours_metric(x, given, [PeerTarget(2)], model)
+            assert isinstance(got, np.ndarray)
+            assert got.dtype == np.float32
+            assert got.shape == (1,)
+            np.testing.assert_allclose(got, expected, atol=1e-6)
+    scores, images = road.ROADMostRelevantFirst(70, noise=0.0)(
+        x, cams, [PeerTarget(2)], model, return_visualization=True
+    )
+    expected_scores, expected_images = peer_road.ROADMostRelevantFirst(70)(
+        x, cams, [PeerTarget(2)], model, return_visualization=True
+    )
+    np.testing.assert_allclose(scores, expected_scores, atol=1e-6)
+    torch.testing.assert_close(images, expected_images, rtol=1e-5, atol=1e-6)
+    assert scores.per_sample.shape == (1,)  # camkit's result is kept on the array
+
+
+def test_perturbation_confidence_building_blocks_equal_peer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytorch_grad_cam.metrics import perturbation_confidence as peer_pc
+    from pytorch_grad_cam.metrics import road as peer_road
+    from pytorch_grad_cam.metrics.cam_mult_image import multiply_tensor_with_cam as peer_multiply
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget as PeerTarget
+
+    from camkit.compat.gradcam.metrics import perturbation_confidence as pc
+    from camkit.compat.gradcam.metrics.cam_mult_image import multiply_tensor_with_cam
+    from camkit.compat.gradcam.metrics.road import ROADMostRelevantFirst
+
+    model, x, cams = _metric_case()
+    targets = [PeerTarget(4)]
+    for return_diff in (True, False):
+        expected = peer_pc.PerturbationConfidenceMetric(peer_multiply)(x, cams, targets, model, return_diff=return_diff)
+        got = pc.PerturbationConfidenceMetric(multiply_tensor_with_cam)(
+            x, cams, targets, model, return_diff=return_diff
+        )
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    mask = torch.from_numpy(cams[0])
+    for peer_cls, our_cls in (
+        (peer_pc.RemoveMostRelevantFirst, pc.RemoveMostRelevantFirst),
+        (peer_pc.RemoveLeastRelevantFirst, pc.RemoveLeastRelevantFirst),
+    ):
+        keep = peer_cls(40, lambda image, m: image * m)(x[0], mask)
+        torch.testing.assert_close(our_cls(40, lambda image, m: image * m)(x[0], mask), keep)
+    monkeypatch.setattr(
+        peer_road.NoisyLinearImputer.__init__,
+        "__defaults__",
+        (0.0, peer_road.NoisyLinearImputer.__init__.__defaults__[1]),
+    )
+    expected = peer_pc.AveragerAcrossThresholds(peer_road.ROADMostRelevantFirst, [30, 70])(x, cams, targets, model)
+
+    def ours_road(p: float) -> ROADMostRelevantFirst:
+        return ROADMostRelevantFirst(p, noise=0.0)
+
+    got = pc.AveragerAcrossThresholds(ours_road, [30, 70])(x, cams, targets, model)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_dff_helper_fits_like_the_peers() -> None:
+    from pytorch_grad_cam.feature_factorization.deep_feature_factorization import dff as peer_dff
+
+    from camkit.compat.gradcam.feature_factorization.deep_feature_factorization import dff
+
+    activations = np.random.default_rng(0).random((2, 6, 3, 3)).astype(np.float32)
+    activations[0, 1, 0, 0] = np.nan
+    kept = activations.copy()
+    concepts, explanations = dff(activations, 3)
+    np.testing.assert_array_equal(activations, kept)  # not modified (the peer zeroes NaNs in place)
+    peer_concepts, peer_explanations = peer_dff(kept.copy(), 3)
+    assert concepts.shape == peer_concepts.shape == (6, 3)
+    assert explanations.shape == peer_explanations.shape == (2, 3, 3, 3)
+    v = np.nan_to_num(kept).transpose(1, 0, 2, 3).reshape(6, -1)
+
+    def error(c: np.ndarray, e: np.ndarray) -> float:
+        offset = v.min(axis=1, keepdims=True)
+        return float(np.linalg.norm(v - offset - (c - offset) @ e.transpose(1, 0, 2, 3).reshape(3, -1)))
+
+    assert error(concepts, explanations) <= 1.05 * error(peer_concepts, peer_explanations)

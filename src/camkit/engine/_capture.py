@@ -9,6 +9,11 @@
   target layer, whose hook turns gradients on and hands the rest of the network a fresh leaf. No
   graph is recorded for the layers before it, which a CAM never differentiates; the gradients
   with respect to the target layers are those of the full path (tested for every method).
+* A layer whose output is a structure of tensors (a dict such as the FPN's ``OrderedDict``, a
+  tuple, a list, nested) is captured whole: each floating tensor in it is a source, and the
+  structure (a :class:`StructuredOutput`, of the output's own kind) reaches the user's
+  ``reshape_transform`` as it came, for the activations and for the gradients (pytorch-grad-cam
+  hands it the raw output the same way).
 * Attention probabilities ``(N, heads, T, T)`` of transformer blocks are read without changing the
   model's code: timm's ``Attention`` runs its unfused path (``fused_attn = False``; the softmax
   output passes its ``attn_drop`` dropout, which is hooked), Hugging Face attention runs in eager
@@ -22,9 +27,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+import copy
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +42,159 @@ from camkit.engine._gradients import GradientsMixin
 from camkit.engine._inputs import ImageArg, ModelInput
 from camkit.reshape import attention_kind, multihead_self_attention
 
-__all__ = ["Capture", "Recorded"]
+__all__ = ["Capture", "Recorded", "StructuredOutput", "structure_leaves", "structured"]
+
+
+def structure_leaves(value: Any) -> list[Tensor]:
+    """The tensors of a layer output, depth first (dict values in order, tuple and list items).
+
+    Example:
+        >>> [t.shape for t in structure_leaves({"a": torch.zeros(1), "b": (torch.zeros(2), 3)})]
+        [torch.Size([1]), torch.Size([2])]
+    """
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        return [leaf for item in value.values() for leaf in structure_leaves(item)]
+    if isinstance(value, (tuple, list)):
+        return [leaf for item in value for leaf in structure_leaves(item)]
+    return []
+
+
+def _rebuild(value: Any, leaves: Iterator[Tensor]) -> Any:
+    """``value`` with its tensors replaced, in :func:`structure_leaves` order, by ``leaves``."""
+    if isinstance(value, Tensor):
+        return next(leaves)
+    if isinstance(value, Mapping):
+        items = [(key, _rebuild(item, leaves)) for key, item in value.items()]
+        if not isinstance(value, MutableMapping):
+            return dict(items)
+        out = copy.copy(value)  # the same kind (OrderedDict, a model's output class), new values
+        for key, item in items:
+            out[key] = item
+        return out
+    if isinstance(value, tuple):
+        items_t = [_rebuild(item, leaves) for item in value]
+        return type(value)(*items_t) if hasattr(value, "_fields") else type(value)(items_t)
+    if isinstance(value, list):
+        return type(value)(_rebuild(item, leaves) for item in value)
+    return value
+
+
+class StructuredOutput:
+    """A captured layer output that is a structure of tensors (mixed into its dict, tuple or list kind).
+
+    It is what the user's ``reshape_transform`` receives (``x["pool"]``, ``x[0]``, ``x.items()``
+    work as on the layer's own output), and it answers the few tensor questions the engine asks
+    of a capture before the transform runs (:attr:`shape` of the first tensor, :meth:`detach`,
+    :meth:`sum`, ...). Without a ``reshape_transform`` it cannot be read as a feature map:
+    :attr:`ndim` then raises a ``ValueError`` that says so.
+    """
+
+    layer_name: str = "?"
+
+    def leaves(self) -> list[Tensor]:
+        """Its tensors, depth first."""
+        return structure_leaves(self._plain())
+
+    def _plain(self) -> Any:
+        raise NotImplementedError
+
+    def replaced(self, leaves: Sequence[Tensor]) -> StructuredOutput:
+        """The same structure holding ``leaves`` instead of its tensors."""
+        return structured(_rebuild(self._plain(), iter(leaves)), self.layer_name)
+
+    def detach(self) -> StructuredOutput:
+        """The structure of detached tensors."""
+        return self.replaced([leaf.detach() for leaf in self.leaves()])
+
+    def clone(self) -> StructuredOutput:
+        """The structure of copies."""
+        return self.replaced([leaf.clone() for leaf in self.leaves()])
+
+    @property
+    def shape(self) -> torch.Size:
+        """The first tensor's shape (its first entry is the batch)."""
+        return self.leaves()[0].shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The first floating tensor's dtype."""
+        return next((t.dtype for t in self.leaves() if t.is_floating_point()), self.leaves()[0].dtype)
+
+    @property
+    def device(self) -> torch.device:
+        """The first tensor's device."""
+        return self.leaves()[0].device
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether a floating tensor of it is in the autograd graph."""
+        return any(t.requires_grad for t in self.leaves())
+
+    @property
+    def ndim(self) -> int:
+        """Not a feature map: raises a ``ValueError`` naming the fix."""
+        kind = type(self).__mro__[2].__name__  # the output's own kind: OrderedDict, tuple, ...
+        raise ValueError(
+            f"target layer {self.layer_name!r} returns a {kind}, not a tensor; choose a submodule that outputs "
+            f"the feature map tensor, or pass reshape_transform=f where f(output) turns the {kind} of "
+            f"{len(self.leaves())} tensors into (N, C, H, W) (e.g. camkit.compat.gradcam.utils.reshape_transforms."
+            "fasterrcnn_reshape_transform for a torchvision FPN backbone)"
+        )
+
+    def sum(self) -> Tensor:
+        """The sum of all its floating values (a finiteness check)."""
+        floats = [t.detach().float().sum().cpu() for t in self.leaves() if t.is_floating_point()]
+        return torch.stack(floats).sum() if floats else torch.zeros(())
+
+    def flatten(self, start_dim: int = 0) -> Tensor:
+        """Its floating tensors flattened from ``start_dim`` and concatenated (per sample for ``1``)."""
+        floats = [t.detach().float().flatten(start_dim).cpu() for t in self.leaves() if t.is_floating_point()]
+        return torch.cat(floats, dim=start_dim if start_dim == 0 else -1)
+
+
+class _StructuredDict(StructuredOutput, dict):  # type: ignore[type-arg]
+    def _plain(self) -> Any:
+        return dict(self.items())
+
+
+class _StructuredOrderedDict(StructuredOutput, OrderedDict):  # type: ignore[type-arg]
+    def _plain(self) -> Any:
+        return OrderedDict(self.items())
+
+
+class _StructuredTuple(StructuredOutput, tuple):  # type: ignore[type-arg]
+    def _plain(self) -> Any:
+        return tuple(self)
+
+
+class _StructuredList(StructuredOutput, list):  # type: ignore[type-arg]
+    def _plain(self) -> Any:
+        return list(self)
+
+
+def structured(value: Any, layer_name: str = "?") -> StructuredOutput:
+    """A layer output (dict, ``OrderedDict``, tuple or list of tensors) as a :class:`StructuredOutput`.
+
+    Example:
+        >>> out = structured(OrderedDict(a=torch.zeros(2, 3, 4, 4)), "backbone")
+        >>> isinstance(out, OrderedDict), out.shape[0], list(out.detach())
+        (True, 2, ['a'])
+    """
+    wrapped: StructuredOutput
+    if isinstance(value, OrderedDict):
+        wrapped = _StructuredOrderedDict(value.items())
+    elif isinstance(value, Mapping):
+        wrapped = _StructuredDict(value.items())
+    elif isinstance(value, tuple):
+        wrapped = _StructuredTuple(value)
+    elif isinstance(value, list):
+        wrapped = _StructuredList(value)
+    else:
+        raise TypeError(f"not a structure of tensors: {type(value).__name__}")
+    wrapped.layer_name = layer_name
+    return wrapped
 
 
 @dataclass
@@ -46,8 +205,9 @@ class Recorded:
     the length of a block, so no field can be forgotten by either.
     """
 
-    #: each target layer's output (a copy), or ``None`` before a forward reached it
-    sources: list[Tensor | None]
+    #: each target layer's output (a copy; a :class:`StructuredOutput` for a dict/tuple/list output), or
+    #: ``None`` before a forward reached it
+    sources: list[Tensor | StructuredOutput | None]
     #: why a layer's output could not be captured (a tuple output, ...), per layer
     errors: list[str | None]
     #: attention probabilities per attention module, and why they are missing
@@ -66,6 +226,8 @@ class Recorded:
     autocast: tuple[str, torch.dtype] | None = None
     #: ``d score / d input`` (``input_grad`` captures), set by :meth:`Capture.gradients`
     input_grad: Tensor | None = None
+    #: ``d score / d A`` per target layer of the last :meth:`Capture.gradients` call (detached)
+    gradients: list[Any] | None = None
     #: spatial size of the model input of the last forward (``x.shape[2:]``)
     input_size: tuple[int, ...] | None = None
 
@@ -200,6 +362,9 @@ class Capture(GradientsMixin):
     input_error = _state_field("input_error", "Why the last forward's input could not be captured.")
     autocast = _state_field("autocast", "``(device type, dtype)`` of the autocast the last forward ran under.")
     input_grad = _state_field("input_grad", "``d score / d input`` of the last :meth:`gradients` call.")
+    last_gradients = _state_field(
+        "gradients", "``d score / d A`` per target layer of the last :meth:`gradients` call (detached), or ``None``."
+    )
     input_size = _state_field("input_size", "Spatial size of the model input of the last forward.")
 
     def __enter__(self) -> Capture:
@@ -296,22 +461,19 @@ class Capture(GradientsMixin):
                 captured = self.state.calls[idx] in (0, self.state.seen[idx])  # 0: the count is unknown
                 return replacement if layer == idx and captured else None
             if not isinstance(output, Tensor):
-                self.state.errors[idx] = (
-                    f"target layer {self.layer_names[idx]!r} returns a {type(output).__name__}, not a tensor; "
-                    "choose a submodule that outputs the feature map tensor"
-                )
-                return None
-            if self._lean and not torch.is_grad_enabled() and output.is_floating_point():
-                torch.set_grad_enabled(True)  # gradients from here on; `lean()` restores the mode on exit
-            source = output
-            if (
-                torch.is_grad_enabled()
-                and not output.requires_grad
-                and output.is_floating_point()
-                and not torch.is_inference(output)
-            ):
-                # Frozen layers before the target: differentiate from here on.
-                source = output.detach().requires_grad_(True)
+                leaves = structure_leaves(output)
+                if not any(leaf.is_floating_point() for leaf in leaves):
+                    self.state.errors[idx] = (
+                        f"target layer {self.layer_names[idx]!r} returns a {type(output).__name__}, not a tensor; "
+                        "choose a submodule that outputs the feature map tensor"
+                    )
+                    return None
+                sources = [self._source(leaf) for leaf in leaves]
+                self.state.sources[idx] = structured(_rebuild(output, iter(sources)), self.layer_names[idx])
+                self.state.errors[idx] = None
+                self.state.calls[idx] += 1
+                return _rebuild(output, (source.clone() for source in sources))
+            source = self._source(output)
             self.state.sources[idx] = source
             self.state.errors[idx] = None
             self.state.calls[idx] += 1
@@ -319,6 +481,20 @@ class Capture(GradientsMixin):
             return source.clone()
 
         return hook
+
+    def _source(self, output: Tensor) -> Tensor:
+        """What is captured of one output tensor: the tensor, or a leaf that requires grad after frozen layers."""
+        if self._lean and not torch.is_grad_enabled() and output.is_floating_point():
+            torch.set_grad_enabled(True)  # gradients from here on; `lean()` restores the mode on exit
+        if (
+            torch.is_grad_enabled()
+            and not output.requires_grad
+            and output.is_floating_point()
+            and not torch.is_inference(output)
+        ):
+            # Frozen layers before the target: differentiate from here on.
+            return output.detach().requires_grad_(True)
+        return output
 
     def _attention_hook(self, idx: int, kind: str) -> Callable[..., Any]:
         def hook(module: nn.Module, *rest: Any) -> Any:
@@ -395,7 +571,9 @@ class Capture(GradientsMixin):
                     "after creating the extractor and before calling it, and check that this layer is "
                     "used by the forward"
                 )
-            out.append(source)
+            # a structured output is handed on as one "tensor": it answers what the engine asks before the
+            # user's reshape_transform turns it into a feature map (see StructuredOutput)
+            out.append(cast(Tensor, source))
         return out
 
     def activations(self) -> list[Tensor]:

@@ -210,6 +210,25 @@ class ModelProbe:
             grads = rec.gradients(score)
             return rec.activations()[self.layer], grads[self.layer].detach()
 
+    def input_gradients(self, inputs: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Target scores of ``inputs`` and their gradient with respect to ``inputs``, in eval mode, hooks paused.
+
+        For methods that optimise a mask of the input (Opti-CAM). Only ``inputs`` is differentiated
+        (``torch.autograd.grad``): no parameter's ``.grad`` changes.
+
+        Args:
+            inputs: a batch of (masked) images (other arguments as in :meth:`scores`).
+            rows: sample index of each input row.
+
+        Returns:
+            The scores ``(B,)`` and ``d score_b / d inputs_b``, both detached.
+        """
+        with paused(), eval_mode(self.model), torch.inference_mode(False), torch.enable_grad(), self._autocast():
+            leaf = inputs.detach().clone().requires_grad_(True)
+            scores: Tensor = self.target(self._call(leaf, rows, self.capture.call), rows)
+            (grad,) = torch.autograd.grad(scores.sum(), leaf)
+        return scores.detach(), grad
+
     def _run_replaced(self, call: ModelInput, activations: Tensor, rows: Tensor) -> Tensor:
         with (
             self.capture.replacing(self.layer, activations),
@@ -305,9 +324,21 @@ class GridProbe:
         act, grad = self.probe.gradients(inputs, rows)
         return self.reshape(act).contiguous(), self.reshape(grad).contiguous()
 
+    def input_gradients(self, inputs: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """The wrapped probe's scores and input gradients."""
+        return self.probe.input_gradients(inputs, rows)
+
     def replaced_scores(self, activations: Tensor, rows: Tensor) -> Tensor:
         """Scores when the layer outputs these grids (written back into its layout)."""
         if self._index is None:
+            if not isinstance(self.source, Tensor):  # a StructuredOutput (the FPN's OrderedDict, ...)
+                kind = type(self.source).__mro__[2].__name__  # the output's own kind (OrderedDict, tuple, ...)
+                raise ValueError(
+                    f"this method replaces the target layer's output, but that output is a structure of tensors "
+                    f"({kind}) that reshape_transform turns into one map: a modified map "
+                    "cannot be written back into it; use a method that does not replace activations (EigenCAM, "
+                    "Grad-CAM and the other gradient methods, ScoreCAM) or a layer that outputs one tensor"
+                )
             self._index = grid_index(self.reshape, self.source[:1])
         base = self.source[rows.to(self.source.device)]
         return self.probe.replaced_scores(scatter_grid(activations, base, self._index), rows)

@@ -146,6 +146,7 @@ from ._extras import GuidedBackpropReLUModel as GuidedBackpropReLUModel  # noqa:
 from ._meta import SESS as SESS  # noqa: E402
 from ._meta import FinerCAM as FinerCAM  # noqa: E402
 from ._meta import RefineCAM as RefineCAM  # noqa: E402
+from .feature_factorization.deep_feature_factorization import run_dff_on_image as run_dff_on_image  # noqa: E402
 
 #: pytorch-grad-cam's classes that are not one registry method (meta methods, factorization, guided backprop).
 META_CLASSES = ("FinerCAM", "RefineCAM", "SESS", "DeepFeatureFactorization", "GuidedBackpropReLUModel")
@@ -180,6 +181,7 @@ __all__ = [  # the method classes follow: pytorch-grad-cam's names, then camkit'
     "RefineCAM",
     "available",
     "batched_target",
+    "run_dff_on_image",
     *available(),
     *sorted(set(_MADE) - set(available())),
 ]

@@ -244,12 +244,27 @@ class CAMMethod(Lifecycle):
         return None if ref is None else ref.device
 
     def _aug_smooth(self, call: ModelInput, targets: Sequence[PerSampleTarget] | None, eigen_smooth: bool) -> Tensor:
+        n = call.batch
+        many = None if targets is None else self._per_image(targets, n) * (2 * len(AUG_FACTORS))
+        return self.augmented(call, lambda out: batched_target(many, out, 2 * len(AUG_FACTORS) * n), eigen_smooth)
+
+    def augmented(self, call: ModelInput, make_target: Callable[[Any], Target], eigen_smooth: bool) -> Tensor:
+        """``aug_smooth``: the mean of the maps of 6 variants (flips × intensities), as one batched forward.
+
+        Args:
+            call: the model's input.
+            make_target: the model output of the 6N variants (variant-major) → what to explain.
+            eigen_smooth: see :meth:`__call__`.
+
+        Returns:
+            The maps ``(N, *input spatial size)``; :attr:`outputs` holds the plain variant's output.
+        """
         x, n = call.image, call.batch
         variants = [(flip, f) for flip in (False, True) for f in AUG_FACTORS]
         augmented = torch.cat([(x.flip(-1) if flip else x) * f for flip, f in variants])
         rows = torch.arange(n, device=x.device).repeat(len(variants))
-        many = None if targets is None else self._per_image(targets, n) * len(variants)
-        maps, outputs = self._maps(call.replace(augmented, rows), many, eigen_smooth)
+        cams, outputs = self.raw_maps(call.replace(augmented, rows), make_target, eigen_smooth)
+        maps = self.postprocess(cams, x.shape[2:])
         maps = maps.view(len(variants), n, *maps.shape[1:])
         maps = torch.stack([m.flip(-1) if flip else m for m, (flip, _) in zip(maps, variants, strict=True)])
         plain = variants.index((False, 1.0))

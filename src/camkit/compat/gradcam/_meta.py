@@ -128,9 +128,18 @@ class FinerCAM(_OnBase):
         alpha: float = 1,
         comparison_categories: Sequence[int] | None = None,
         target_idx: int | None = None,
+        *,
+        aug_smooth: bool = False,
     ) -> np.ndarray:
-        """Finer-CAM maps ``(N, *input spatial size)``, float32 in ``[0, 1]`` (arguments as :meth:`compute`)."""
-        maps = self.compute(input_tensor, targets, eigen_smooth, alpha, comparison_categories, target_idx)
+        """Finer-CAM maps ``(N, *input spatial size)``, float32 in ``[0, 1]`` (arguments as :meth:`compute`).
+
+        ``aug_smooth`` (keyword only) is the base classes' test-time augmentation: the peer's
+        ``FinerCAM`` does not take it, so its ``cam.py --method finercam`` fails with a ``TypeError``;
+        here every variant is explained with its own Finer-CAM target.
+        """
+        maps = self.compute(
+            input_tensor, targets, eigen_smooth, alpha, comparison_categories, target_idx, aug_smooth=aug_smooth
+        )
         return maps.float().cpu().numpy()
 
     forward = __call__
@@ -143,6 +152,8 @@ class FinerCAM(_OnBase):
         alpha: float = 1,
         comparison_categories: Sequence[int] | None = None,
         target_idx: int | None = None,
+        *,
+        aug_smooth: bool = False,
     ) -> Tensor:
         r"""Like :meth:`__call__` but returns the tensor, on the model's device.
 
@@ -153,17 +164,23 @@ class FinerCAM(_OnBase):
             alpha: comparison strength :math:`\alpha`.
             comparison_categories: positions among the classes sorted by similarity to the target.
             target_idx: the class to explain for every image; ``None``: each image's top class.
+            aug_smooth: average over horizontal flips × intensities (0.9, 1.0, 1.1).
 
         Returns:
             The maps.
         """
         call = self.base_cam.prepare(input_tensor)
+        rows = call.batch * (6 if aug_smooth else 1)  # aug_smooth: 6 variants, variant-major
 
         def make_target(outputs: Any) -> Target:
             if targets is not None:
-                return batched_target(targets, outputs, call.batch)
+                return batched_target(list(targets) * (rows // len(targets)) if aug_smooth else targets, outputs, rows)
             return self.target(outputs, alpha, comparison_categories, target_idx)
 
+        if aug_smooth:
+            maps = self.base_cam.augmented(call, make_target, eigen_smooth)
+            self.outputs = self.base_cam.outputs
+            return maps
         cams, self.outputs = self.base_cam.raw_maps(call, make_target, eigen_smooth)
         return self.base_cam.postprocess(cams, call.image.shape[2:])
 

@@ -7,8 +7,11 @@ may be its numpy ``(N, H, W)`` maps or anything camkit's metrics accept (resized
 
 What differs from pytorch-grad-cam 1.5.7, on purpose:
 
-* The result is a :class:`~camkit.metrics.MetricResult` (``.per_sample`` tensor, ``.mean``), not
-  a numpy array.
+* The result is a float32 numpy array ``(N,)`` as pytorch-grad-cam's (a :class:`MetricScores`, which
+  also keeps camkit's :class:`~camkit.metrics.MetricResult`: ``.per_sample``, ``.curve``, ``.fractions``).
+* ``cams`` is read as pytorch-grad-cam's users pass it: ``(N, H, W)``, a list with one ``(H, W)`` map
+  per sample (any dtype: bool thresholds, uint8 edge maps), or one ``(H, W)`` map for a batch of one
+  (pytorch-grad-cam would take that map's first row as the "map" of the image and broadcast it).
 * The model runs in eval mode (restored afterwards), batched, under ``inference_mode``, on its own
   device; pytorch-grad-cam uses whatever mode the model is in and copies through the CPU.
 * ROAD removes exactly the pixels at or above the percentile's rank, where pytorch-grad-cam's
@@ -25,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, overload
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -47,12 +51,88 @@ __all__ = [
     "CamMultImageConfidenceChange",
     "DropInConfidence",
     "IncreaseInConfidence",
+    "MetricScores",
     "ROADCombined",
     "ROADLeastRelevantFirst",
     "ROADLeastRelevantFirstAverage",
     "ROADMostRelevantFirst",
     "ROADMostRelevantFirstAverage",
+    "peer_maps",
 ]
+
+
+class MetricScores(np.ndarray):
+    """pytorch-grad-cam's metric value: a float32 numpy array ``(N,)``, one score per sample.
+
+    The array a metric returns also keeps camkit's result (:attr:`result`): ``per_sample`` (the
+    tensor), and for the averaged ROAD classes ``curve`` and ``fractions``. Arrays derived from it
+    (slices, arithmetic) are plain values without it.
+
+    Example:
+        >>> scores = MetricScores.of(make_result(torch.tensor([0.5, -1.0])))
+        >>> scores[0], scores.shape, scores.per_sample
+        (np.float32(0.5), (2,), tensor([ 0.5000, -1.0000]))
+    """
+
+    result: MetricResult | None
+
+    @classmethod
+    def of(cls, result: MetricResult) -> MetricScores:
+        """The scores of a camkit result (float32, on the CPU)."""
+        values = result.per_sample.detach().float().cpu().numpy()
+        scores = values.view(cls)
+        scores.result = result
+        return scores
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.result = None
+
+    def _kept(self) -> MetricResult:
+        if self.result is None:
+            raise AttributeError("this array was derived from a metric's scores and keeps no camkit result")
+        return self.result
+
+    @property
+    def per_sample(self) -> Tensor:
+        """The per-sample values as a tensor (camkit's :class:`~camkit.metrics.MetricResult`)."""
+        return self._kept().per_sample
+
+    @property
+    def curve(self) -> Tensor:
+        """``(N, K)`` one value per percentile (the averaged ROAD classes)."""
+        return self._kept().curve  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def fractions(self) -> Tensor:
+        """``(K,)`` the removed fraction at each percentile (the averaged ROAD classes)."""
+        return self._kept().fractions  # type: ignore[attr-defined, no-any-return]
+
+
+def peer_maps(cams: Any, batch: int) -> MapsLike:
+    """pytorch-grad-cam's ``cams`` as camkit's metrics read them: ``(N, *S)``.
+
+    A list or tuple holds one map per sample (camkit's metrics read a list as one entry per
+    layer); a single ``(H, W)`` map is the map of a batch of one.
+
+    Args:
+        cams: ``(N, H, W)`` maps, a list of ``(H, W)`` maps, or one ``(H, W)`` map when ``batch == 1``.
+        batch: the number of samples.
+
+    Returns:
+        The maps, one per sample.
+
+    Example:
+        >>> peer_maps([np.ones((4, 4), dtype=bool)], 1).shape
+        torch.Size([1, 4, 4])
+    """
+    if isinstance(cams, (list, tuple)):
+        if not cams:
+            raise ValueError("cams is an empty list: pass one map per sample")
+        return torch.stack([torch.as_tensor(np.asarray(c) if not isinstance(c, Tensor) else c) for c in cams])
+    ndim = getattr(cams, "ndim", None)
+    if batch == 1 and ndim == 2:
+        return cams[None]  # type: ignore[no-any-return]
+    return cams  # type: ignore[no-any-return]
 
 
 class CamMultImageConfidenceChange:
@@ -67,8 +147,8 @@ class CamMultImageConfidenceChange:
         >>> from camkit.targets import ClassifierOutputSoftmaxTarget
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
         >>> metric = CamMultImageConfidenceChange()
-        >>> metric(torch.rand(1, 1, 4, 4), torch.ones(1, 4, 4), [ClassifierOutputSoftmaxTarget(0)], model).mean
-        0.0
+        >>> metric(torch.rand(1, 1, 4, 4), torch.ones(1, 4, 4), [ClassifierOutputSoftmaxTarget(0)], model)
+        MetricScores([0.], dtype=float32)
     """
 
     def _values(self, change: ConfidenceChange, return_diff: bool) -> Tensor:
@@ -85,7 +165,7 @@ class CamMultImageConfidenceChange:
         return_diff: bool = True,
         *,
         batch_size: int = 32,
-    ) -> MetricResult: ...
+    ) -> MetricScores: ...
 
     @overload
     def __call__(
@@ -98,7 +178,7 @@ class CamMultImageConfidenceChange:
         return_diff: bool = True,
         *,
         batch_size: int = 32,
-    ) -> tuple[MetricResult, Tensor]: ...
+    ) -> tuple[MetricScores, Tensor]: ...
 
     def __call__(
         self,
@@ -110,7 +190,7 @@ class CamMultImageConfidenceChange:
         return_diff: bool = True,
         *,
         batch_size: int = 32,
-    ) -> MetricResult | tuple[MetricResult, Tensor]:
+    ) -> MetricScores | tuple[MetricScores, Tensor]:
         """Score change of the inputs multiplied by their maps.
 
         Args:
@@ -123,10 +203,11 @@ class CamMultImageConfidenceChange:
             batch_size: inputs per forward.
 
         Returns:
-            The per-sample values and their mean (and the perturbed inputs).
+            ``(N,)`` float32 scores (and the perturbed inputs).
         """
+        cams = peer_maps(cams, input_tensor.shape[0])
         change = confidence_change(model, input_tensor, cams, targets, batch_size=batch_size)
-        result = make_result(self._values(change, return_diff))
+        result = MetricScores.of(make_result(self._values(change, return_diff)))
         if not return_visualization:
             return result
         weights = prepare_maps(cams, input_tensor.shape[0], input_tensor.shape[2:], input_tensor.device)
@@ -139,12 +220,12 @@ class DropInConfidence(CamMultImageConfidenceChange):
     Example:
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-        >>> DropInConfidence()(torch.rand(1, 1, 4, 4), torch.ones(1, 4, 4), 0, model).mean
-        0.0
+        >>> DropInConfidence()(torch.rand(1, 1, 4, 4), torch.ones(1, 4, 4), 0, model).tolist()
+        [0.0]
     """
 
     def _values(self, change: ConfidenceChange, return_diff: bool) -> Tensor:
-        return torch.clamp(-super()._values(change, return_diff), min=0)
+        return torch.clamp(-super()._values(change, return_diff), min=0) + 0.0  # no -0.0
 
 
 class IncreaseInConfidence(CamMultImageConfidenceChange):
@@ -153,8 +234,8 @@ class IncreaseInConfidence(CamMultImageConfidenceChange):
     Example:
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-        >>> IncreaseInConfidence()(torch.rand(1, 1, 4, 4), torch.ones(1, 4, 4), 0, model).mean
-        0.0
+        >>> IncreaseInConfidence()(torch.rand(1, 1, 4, 4), torch.ones(1, 4, 4), 0, model).tolist()
+        [0.0]
     """
 
     def _values(self, change: ConfidenceChange, return_diff: bool) -> Tensor:
@@ -178,8 +259,8 @@ class ROADMostRelevantFirst:
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
         >>> metric = ROADMostRelevantFirst(percentile=75, noise=0.0)
-        >>> metric(torch.rand(1, 1, 4, 4), torch.rand(1, 4, 4), [0], model).per_sample.shape
-        torch.Size([1])
+        >>> metric(torch.rand(1, 1, 4, 4), torch.rand(1, 4, 4), [0], model).shape
+        (1,)
     """
 
     order = "morf"
@@ -206,7 +287,7 @@ class ROADMostRelevantFirst:
         model: nn.Module,
         return_visualization: Literal[False] = False,
         return_diff: bool = True,
-    ) -> MetricResult: ...
+    ) -> MetricScores: ...
 
     @overload
     def __call__(
@@ -217,7 +298,7 @@ class ROADMostRelevantFirst:
         model: nn.Module,
         return_visualization: Literal[True],
         return_diff: bool = True,
-    ) -> tuple[MetricResult, Tensor]: ...
+    ) -> tuple[MetricScores, Tensor]: ...
 
     def __call__(
         self,
@@ -227,7 +308,7 @@ class ROADMostRelevantFirst:
         model: nn.Module,
         return_visualization: bool = False,
         return_diff: bool = True,
-    ) -> MetricResult | tuple[MetricResult, Tensor]:
+    ) -> MetricScores | tuple[MetricScores, Tensor]:
         """Score change (or score, ``return_diff=False``) of the imputed inputs.
 
         Args:
@@ -239,13 +320,13 @@ class ROADMostRelevantFirst:
             return_diff: :math:`s_r - s_0` (True) or :math:`s_r` (False).
 
         Returns:
-            The per-sample values and their mean (and the imputed inputs).
+            ``(N,)`` float32 scores (and the imputed inputs).
         """
-        return road_at(
+        out = road_at(
             self.order,
             self.percentile,
             input_tensor,
-            cams,
+            peer_maps(cams, input_tensor.shape[0]),
             targets,
             model,
             return_visualization,
@@ -254,6 +335,9 @@ class ROADMostRelevantFirst:
             self.generator,
             self.batch_size,
         )
+        if isinstance(out, tuple):
+            return MetricScores.of(out[0]), out[1]
+        return MetricScores.of(out)
 
 
 class ROADLeastRelevantFirst(ROADMostRelevantFirst):
@@ -294,7 +378,7 @@ class ROADMostRelevantFirstAverage:
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
         >>> metric = ROADMostRelevantFirstAverage([25, 75], noise=0.0)
-        >>> metric(torch.rand(1, 1, 4, 4), torch.rand(1, 4, 4), [0], model).curve.shape
+        >>> metric(torch.rand(1, 1, 4, 4), torch.rand(1, 4, 4), [0], model).curve.shape  # camkit's curve is kept
         torch.Size([1, 2])
     """
 
@@ -318,7 +402,7 @@ class ROADMostRelevantFirstAverage:
         removed = [100 - p for p in self.percentiles]
         return {"percentiles": removed, "noise": self.noise, "generator": self.generator, "batch_size": self.batch_size}
 
-    def __call__(self, input_tensor: Tensor, cams: MapsLike, targets: TargetLike, model: nn.Module) -> MetricResult:
+    def __call__(self, input_tensor: Tensor, cams: MapsLike, targets: TargetLike, model: nn.Module) -> MetricScores:
         """Mean score change over the percentiles; ``.curve`` holds each percentile's change.
 
         Args:
@@ -328,9 +412,10 @@ class ROADMostRelevantFirstAverage:
             model: the model.
 
         Returns:
-            A :class:`~camkit.metrics.CurveResult` whose ``fractions`` are the removed fractions.
+            ``(N,)`` scores; ``.curve`` and ``.fractions`` (the removed fractions) are kept.
         """
-        return road(model, input_tensor, cams, targets, order=self.order, **self._options())
+        maps = peer_maps(cams, input_tensor.shape[0])
+        return MetricScores.of(road(model, input_tensor, maps, targets, order=self.order, **self._options()))
 
 
 class ROADLeastRelevantFirstAverage(ROADMostRelevantFirstAverage):
@@ -361,11 +446,11 @@ class ROADCombined(ROADMostRelevantFirstAverage):
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
         >>> x = torch.rand(1, 1, 4, 4)
-        >>> ROADCombined([50], noise=0.0)(x, torch.full((1, 4, 4), 0.5), [0], model).mean  # a flat map
-        0.0
+        >>> ROADCombined([50], noise=0.0)(x, torch.full((1, 4, 4), 0.5), [0], model).tolist()  # a flat map
+        [0.0]
     """
 
-    def __call__(self, input_tensor: Tensor, cams: MapsLike, targets: TargetLike, model: nn.Module) -> MetricResult:
+    def __call__(self, input_tensor: Tensor, cams: MapsLike, targets: TargetLike, model: nn.Module) -> MetricScores:
         """Combined score per sample; ``.curve`` holds each percentile's half difference.
 
         Args:
@@ -375,6 +460,7 @@ class ROADCombined(ROADMostRelevantFirstAverage):
             model: the model.
 
         Returns:
-            A :class:`~camkit.metrics.CurveResult` whose ``fractions`` are the removed fractions.
+            ``(N,)`` scores; ``.curve`` and ``.fractions`` (the removed fractions) are kept.
         """
-        return road_combined(model, input_tensor, cams, targets, **self._options())
+        maps = peer_maps(cams, input_tensor.shape[0])
+        return MetricScores.of(road_combined(model, input_tensor, maps, targets, **self._options()))

@@ -133,6 +133,6 @@ class ARCC:
         complexity = self.complexity(grayscale_cams)
         coherency = self.coherency(input_tensor, grayscale_cams, targets, model, self.base_method)
         road_result: Any = self.road(input_tensor, grayscale_cams, targets, model)
-        road = (road_result.per_sample.detach().cpu().double().numpy() * 2).clip(0, 1)
+        road = (np.asarray(road_result, dtype=np.float64) * 2).clip(0, 1)
         out: np.ndarray = 3 / (1 / (coherency + 1e-8) + 1 / ((1 - complexity) + 1e-8) + 1 / (road + 1e-8))
         return out
