@@ -373,3 +373,21 @@ def test_debug_prediction_bundle(tmp_path: Path) -> None:
         ):
             assert a.mode == b.mode == "L"
             assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1
+
+
+def test_hook_g_holds_the_gradients_of_the_last_call_like_torchcams() -> None:
+    """``hook_g`` after a call: TorchCAM's gradients (its backward hooks) equal camkit's (autograd.grad)."""
+    model = tv_models.resnet18(num_classes=5).eval()
+    x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    found = {}
+    for lib in (tc_methods, ck_methods):
+        with lib.LayerCAM(model, "layer3") as extractor:
+            scores = model(x)
+            extractor([1, 3], scores)
+            found[lib.__name__] = [g.detach().clone() for g in extractor.hook_g]
+    ours, theirs = found[ck_methods.__name__], found[tc_methods.__name__]
+    assert len(ours) == len(theirs) == 1
+    assert ours[0].shape == (2, 256, 4, 4)
+    torch.testing.assert_close(ours[0], theirs[0], rtol=1e-5, atol=1e-7)
+    with ck_methods.GradCAM(model, "layer3") as fresh:
+        assert fresh.hook_g == [None]  # nothing computed yet

@@ -357,12 +357,44 @@ def test_unknown_head_and_no_attention_name_the_fix() -> None:
 
 
 def test_legrad_without_gradients_names_the_fix() -> None:
+    """The forward itself is refused (as TorchCAM's LeGrad does): a ValueError and a RuntimeError."""
     toy = tv_toy()
-    with LeGrad(toy.model) as extractor:
-        with torch.no_grad():
-            toy.model(_input())
-        with pytest.raises(ValueError, match="gradients enabled"):
-            extractor(CLASSES)
+    with LeGrad(toy.model):
+        for mode in (torch.no_grad, torch.inference_mode):
+            with pytest.raises(ValueError, match="gradients enabled"), mode():
+                toy.model(_input())
+            with pytest.raises(RuntimeError, match="gradient tracking"), mode():
+                toy.model(_input())
+
+
+def test_legrad_refuses_forwards_it_cannot_explain() -> None:
+    """Each refusal is raised by the forward and names the fix; the model is usable afterwards."""
+    toy = tv_toy()
+    block = toy.model.encoder.layers[0]
+    attention = block.self_attention
+    attention.dropout = 0.1
+    toy.model.train()
+    with LeGrad(toy.model, [block]), pytest.raises(ValueError, match=r"attention dropout .*model\.eval\(\)"):
+        toy.model(_input())
+    toy.model.eval()
+    attention.dropout = 0.0
+    with (
+        LeGrad(toy.model, [block], score_projection=lambda tokens: tokens.mean()),
+        pytest.raises(ValueError, match=r"class logits \(N, num_classes\).* got \(\)"),
+    ):
+        toy.model(_input())
+    with LeGrad(toy.model, [block], score_projection=lambda tokens: toy.model.heads(tokens[:, 0].detach())) as ex:
+        scores = toy.model(_input())
+        with pytest.raises(RuntimeError, match="not connected"):
+            ex(CLASSES, scores)
+    forward = block.forward
+    block.forward = lambda x: forward(x).mean(dim=1)  # type: ignore[method-assign]
+    with LeGrad(toy.model, [block]), pytest.raises(ValueError, match="must return tokens"):
+        toy.model(_input()[:, :, :, :])
+    del block.forward
+    with LeGrad(toy.model, [block]) as ex:  # the same model, fixed: maps again
+        scores = toy.model(_input())
+        assert ex(CLASSES, scores)[0].shape[0] == len(CLASSES)
 
 
 def test_rollout_options_are_checked() -> None:

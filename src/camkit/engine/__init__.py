@@ -23,6 +23,7 @@ from camkit.engine._batching import auto_batch_size as auto_batch_size
 from camkit.engine._capture import Capture as Capture
 from camkit.engine._capture import Recorded as Recorded
 from camkit.engine._extractor import CAMExtractor as CAMExtractor
+from camkit.engine._extractor import DisconnectedTargetError as DisconnectedTargetError
 from camkit.engine._forward import forward as forward
 from camkit.engine._gate import NO_GRAD_HINT as NO_GRAD_HINT
 from camkit.engine._gate import autocast_state as autocast_state

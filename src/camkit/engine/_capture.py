@@ -263,6 +263,9 @@ class Capture(GradientsMixin):
         attention: dotted names of attention modules whose probabilities to keep (:meth:`attention`).
         image_arg: which argument of the model's call is the image (a position or a keyword); default:
             see :class:`camkit.engine.ModelInput`.
+        check: ``check(capture, idx)`` is called each time target layer ``idx``'s output has been recorded
+            (from the layer's forward hook); it may raise to refuse the forward there, naming the fix
+            (LeGrad's checks).
 
     Example:
         >>> import torch
@@ -283,8 +286,10 @@ class Capture(GradientsMixin):
         input_grad: bool = False,
         attention: Sequence[str] = (),
         image_arg: ImageArg = None,
+        check: Callable[[Capture, int], None] | None = None,
     ) -> None:
         self.model = model
+        self.check = check
         self.image_arg = image_arg
         self.layer_names = list(layer_names)
         self.attention_names = list(attention)
@@ -460,27 +465,34 @@ class Capture(GradientsMixin):
                 self.state.seen[idx] += 1
                 captured = self.state.calls[idx] in (0, self.state.seen[idx])  # 0: the count is unknown
                 return replacement if layer == idx and captured else None
-            if not isinstance(output, Tensor):
-                leaves = structure_leaves(output)
-                if not any(leaf.is_floating_point() for leaf in leaves):
-                    self.state.errors[idx] = (
-                        f"target layer {self.layer_names[idx]!r} returns a {type(output).__name__}, not a tensor; "
-                        "choose a submodule that outputs the feature map tensor"
-                    )
-                    return None
-                sources = [self._source(leaf) for leaf in leaves]
-                self.state.sources[idx] = structured(_rebuild(output, iter(sources)), self.layer_names[idx])
-                self.state.errors[idx] = None
-                self.state.calls[idx] += 1
-                return _rebuild(output, (source.clone() for source in sources))
-            source = self._source(output)
-            self.state.sources[idx] = source
-            self.state.errors[idx] = None
-            self.state.calls[idx] += 1
-            # The network continues on a copy, so in-place ops downstream leave `source` intact.
-            return source.clone()
+            result = self._record(idx, output)
+            if self.check is not None:
+                self.check(self, idx)
+            return result
 
         return hook
+
+    def _record(self, idx: int, output: Any) -> Any:
+        """Keep layer ``idx``'s output; return what the network continues with (``None``: the output itself)."""
+        if not isinstance(output, Tensor):
+            leaves = structure_leaves(output)
+            if not any(leaf.is_floating_point() for leaf in leaves):
+                self.state.errors[idx] = (
+                    f"target layer {self.layer_names[idx]!r} returns a {type(output).__name__}, not a tensor; "
+                    "choose a submodule that outputs the feature map tensor"
+                )
+                return None
+            sources = [self._source(leaf) for leaf in leaves]
+            self.state.sources[idx] = structured(_rebuild(output, iter(sources)), self.layer_names[idx])
+            self.state.errors[idx] = None
+            self.state.calls[idx] += 1
+            return _rebuild(output, (source.clone() for source in sources))
+        source = self._source(output)
+        self.state.sources[idx] = source
+        self.state.errors[idx] = None
+        self.state.calls[idx] += 1
+        # The network continues on a copy, so in-place ops downstream leave `source` intact.
+        return source.clone()
 
     def _source(self, output: Tensor) -> Tensor:
         """What is captured of one output tensor: the tensor, or a leaf that requires grad after frozen layers."""

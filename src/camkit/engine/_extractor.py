@@ -162,6 +162,20 @@ class CAMExtractor(HookedExtractor):
             for a in sources
         ]
 
+    @property
+    def hook_g(self) -> list[Any]:
+        """TorchCAM's attribute: the gradient of each target layer's output from the last call, ``None`` before one.
+
+        Read-only; ``reshape_transform`` applied when given, as in TorchCAM. camkit computes the
+        gradients with ``torch.autograd.grad`` when the extractor is called (no backward hooks), so
+        this is filled by the call, not by ``scores.backward()``.
+        """
+        found = self._capture.last_gradients or [None] * len(self.target_names)
+        return [
+            g if not isinstance(g, Tensor) or self.reshape_transform is None else self.reshape_transform(g)
+            for g in found
+        ]
+
     def __repr__(self) -> str:
         # TorchCAM's positional options always (its SmoothGradCAMpp repr), the others when given
         given = {

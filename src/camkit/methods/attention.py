@@ -24,6 +24,7 @@ from camkit.engine import (
     NO_GRAD_HINT,
     CAMExtractor,
     Capture,
+    DisconnectedTargetError,
     HookedExtractor,
     LayerSpec,
     attention_blocks,
@@ -184,7 +185,13 @@ class _AttentionExtractor(HookedExtractor):
         self.attention_names = [attention for _, attention in pairs]
         self._info = transformer_info(model)
         blocks = self.target_names if self.uses_gradients else []
-        self._own(Capture(model, blocks, input_grad=self.uses_gradients, attention=self.attention_names), enable_hooks)
+        capture = Capture(
+            model, blocks, input_grad=self.uses_gradients, attention=self.attention_names, check=self._check_forward
+        )
+        self._own(capture, enable_hooks)
+
+    def _check_forward(self, capture: Capture, idx: int) -> None:
+        """Refuse a forward this method cannot explain, from target block ``idx``'s hook; nothing to refuse here."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target_layer={self.target_names})"
@@ -336,17 +343,65 @@ class LeGrad(_AttentionExtractor):
                         f"{probs.shape[-1]} tokens; pass blocks that keep every token (batch, tokens, embedding)"
                     )
                 score = target(self.score_projection(tokens)).sum()
+                if not score.requires_grad:
+                    raise DisconnectedTargetError(
+                        f"the class score of block {self.target_names[i]!r} is not connected to its tokens: "
+                        "score_projection must compute the scores from the tokens it is given (no .detach(), "
+                        "torch.no_grad() or .item())"
+                    )
                 keep = retain_graph or i < len(blocks) - 1
                 (grad,) = torch.autograd.grad(score, probs, retain_graph=keep, allow_unused=True)
                 if grad is None:
-                    raise ValueError(
-                        f"the score of block {self.target_names[i]!r} does not depend on {self.attention_names[i]!r}: "
-                        "pass the blocks that contain the attention modules"
+                    raise DisconnectedTargetError(
+                        f"the score of block {self.target_names[i]!r} is not connected to (does not depend on) "
+                        f"{self.attention_names[i]!r}: pass the blocks that contain the attention modules, and a "
+                        "score_projection that computes the scores from the tokens it is given (no .detach())"
                     )
                 relevance.append(legrad_relevance(grad.detach()))
         return self._grid(torch.stack(relevance).mean(dim=0), normalized)
 
     compute_cams = __call__
+
+    def _check_forward(self, capture: Capture, idx: int) -> None:
+        """LeGrad's checks of target block ``idx`` in a forward, raised from it as TorchCAM's LeGrad does.
+
+        Raises:
+            ValueError: attention LeGrad cannot read (cross-attention, masks), attention dropout
+                active (training mode), a block that does not return tokens ``(N, T, D)``, or a
+                ``score_projection`` that does not return class logits ``(N, num_classes)``.
+            DisconnectedTargetError: the forward runs without gradient tracking (also a ``RuntimeError``).
+        """
+        name, error = self.target_names[idx], capture.state.attention_errors[idx]
+        if error is not None:
+            raise ValueError(f"LeGrad needs self-attention probabilities: {error}")
+        attention = self.model.get_submodule(self.attention_names[idx])
+        dropout = _attention_dropout(attention)
+        if attention.training and dropout > 0:
+            raise ValueError(
+                f"attention dropout is active in {self.attention_names[idx]!r} (training mode, p={dropout}): LeGrad "
+                "reads the attention probabilities the output was computed from; run the model in eval mode "
+                "(model.eval()) or set the attention dropout to 0"
+            )
+        tokens = capture.state.sources[idx]
+        if not isinstance(tokens, Tensor) or tokens.ndim != 3:
+            shape = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens).__name__
+            raise ValueError(
+                f"LeGrad target blocks must return tokens (batch, tokens, embedding): block {name!r} returned "
+                f"{shape}; pass the transformer blocks themselves"
+            )
+        if not tokens.requires_grad:
+            raise DisconnectedTargetError(
+                f"LeGrad needs gradient tracking in the forward: block {name!r} returned tokens without an "
+                f"autograd graph; {NO_GRAD_HINT}"
+            )
+        with paused(), torch.no_grad():
+            scores = self.score_projection(tokens.detach())
+        if not isinstance(scores, Tensor) or scores.ndim != 2 or scores.shape[0] != tokens.shape[0]:
+            got = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+            raise ValueError(
+                f"score_projection must return class logits (N, num_classes) for block tokens {tuple(tokens.shape)}, "
+                f"got {got}"
+            )
 
     @property
     def hook_a(self) -> list[Tensor | None]:
@@ -385,6 +440,19 @@ class LeGrad(_AttentionExtractor):
                 f"aspect ratio; specify grid_shape=(height, width)"
             )
         return TokenLayout("tokens", *shapes[0], prefix=prefix)
+
+
+def _attention_dropout(module: nn.Module) -> float:
+    """The dropout probability applied to an attention module's probabilities (0 when it has none)."""
+    if isinstance(module, nn.MultiheadAttention):
+        return float(module.dropout)
+    for name in ("attn_drop", "attention_dropout", "dropout"):  # timm, then Hugging Face's spellings
+        value = getattr(module, name, None)
+        if isinstance(value, nn.Dropout):
+            return float(value.p)
+        if isinstance(value, float):
+            return value
+    return 0.0
 
 
 def _check_blocks(model: nn.Module, target_layer: LayerSpec) -> None:

@@ -25,7 +25,11 @@ __all__ = ["FinerCAM", "GradCAM", "GradCAMpp", "LayerCAM", "LeGrad", "RefineCAM"
 
 
 class FinerCAM(camkit.methods.FinerCAM):
-    """:class:`camkit.methods.FinerCAM` with TorchCAM 0.5's default: references weighted uniformly.
+    """:class:`camkit.methods.FinerCAM` with TorchCAM 0.5's defaults and checks.
+
+    References are weighted uniformly, and the base method is one of TorchCAM's (``GradCAM``,
+    ``GradCAMpp`` or ``LayerCAM``; camkit's own :class:`camkit.methods.FinerCAM` takes any
+    registry method).
 
     Example:
         >>> from torchvision.models import resnet18
@@ -47,6 +51,11 @@ class FinerCAM(camkit.methods.FinerCAM):
         weighting: str = "uniform",
         **base_kwargs: Any,
     ) -> None:
+        if not (isinstance(base_method, type) and issubclass(base_method, (GradCAM, GradCAMpp, LayerCAM))):
+            raise TypeError(
+                "base_method must be GradCAM, GradCAMpp, or LayerCAM (TorchCAM's FinerCAM; camkit.methods.FinerCAM "
+                f"takes any registry method), got {getattr(base_method, '__name__', base_method)!r}"
+            )
         super().__init__(
             model,
             target_layer,
