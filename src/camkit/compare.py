@@ -27,6 +27,7 @@ from camkit.engine import ImageArg, LayerSpec, ModelInput, resolve_layers
 from camkit.passes import method_options, own_pass, shared_pass, shares_capture
 from camkit.registry import get_method
 from camkit.targets import ClassTarget, Target, logits_of
+from camkit.targets._unresolved import UnresolvedTarget
 
 __all__ = ["compare", "method_name"]
 
@@ -122,8 +123,10 @@ def compare(
         "eigen_smooth": eigen_smooth,
     }
 
+    agnostic = not any(spec.needs_target for spec in specs.values())
+
     def targets_of(scores: Any) -> list[Target]:
-        return [_target(targets, class_idx, scores)]
+        return [_target(targets, class_idx, scores, agnostic)]
 
     if shared:
         layers = resolve_layers(model, target_layer, tuple(call.image.shape[1:]))
@@ -153,9 +156,27 @@ _KEYWORDS = (
 )
 
 
-def _target(targets: Target | None, class_idx: int | Sequence[int] | None, scores: Any) -> Target:
+def _target(targets: Target | None, class_idx: int | Sequence[int] | None, scores: Any, agnostic: bool) -> Target:
+    """What to explain; with neither ``targets`` nor ``class_idx``, each sample's top class.
+
+    When the output holds no ``(N, num_classes)`` scores and every method is class-agnostic
+    (Eigen-CAM, FEM, ...), a target that is never read; otherwise an error naming the fix.
+    """
     if targets is not None:
         return targets
     if class_idx is None:
-        class_idx = logits_of(scores).argmax(dim=1).tolist()
+        try:
+            logits = logits_of(scores)
+            problem = "" if logits.ndim == 2 else f"the model output has shape {tuple(logits.shape)}"
+        except TypeError as error:
+            problem = str(error)
+        if problem:
+            reason = (
+                f"compare explains each sample's top class of (N, num_classes) scores by default, but {problem}: "
+                "pass targets= (e.g. a camkit.targets object) or class_idx="
+            )
+            if agnostic:
+                return UnresolvedTarget(reason)
+            raise ValueError(reason)
+        class_idx = logits.argmax(dim=1).tolist()
     return ClassTarget(class_idx)

@@ -52,8 +52,10 @@ class Explanation:
     Attributes:
         maps: method name → maps ``(N, K, H, W)`` in ``[0, 1]`` at the input size, one per sample and
             explained class (``K`` = ``topk``, or 1 when ``class_idx`` was given).
-        classes: the explained class indices ``(N, K)``.
-        probabilities: softmax of the model output ``(N, num_classes)``.
+        classes: the explained class indices ``(N, K)``; ``(N, 0)`` when class-agnostic methods
+            (Eigen-CAM, KPCA-CAM, FEM, Random-CAM) explained a model whose output holds no class
+            scores (a detector, a segmenter): then ``K = 1`` in the maps.
+        probabilities: softmax of the model output ``(N, num_classes)`` (``(N, 0)`` as above).
         categories: class names by index, when known.
         layers: method name → the target layer(s) used.
         images: the images as the model saw them (resized and cropped), when PIL images or files were given.
@@ -120,8 +122,11 @@ class Explanation:
         lines = [head]
         for i in range(min(count, _SHOWN)):
             picks = ", ".join(self._named(c, p) for c, _, p in self._picks(i))
+            if not self.classes.shape[1]:  # a class-agnostic method on a model without class scores
+                lines.append(f"  sample {i}: no class (the model output holds no class scores)")
+                continue
             top = int(self.probabilities[i].argmax())
-            if self.classes.shape[1] and top != int(self.classes[i, 0]):
+            if top != int(self.classes[i, 0]):
                 picks += f"; top-1 {self._named(top, float(self.probabilities[i, top]))}"
             lines.append(f"  sample {i}: {picks}")
         if count > _SHOWN:
@@ -154,7 +159,7 @@ class Explanation:
             self.images[:shown],
             {name: [maps[i, 0].detach().float().cpu() for i in range(shown)] for name, maps in self.maps.items()},
             cell_size=160 if len(self.maps) <= 6 else 112,
-            row_labels=[self.label(int(self.classes[i, 0])) for i in range(shown)],
+            row_labels=[self.label(int(self.classes[i, 0])) if self.classes.shape[1] else "" for i in range(shown)],
         )
         buffer = io.BytesIO()
         figure.save(buffer, format="PNG")
@@ -435,4 +440,9 @@ def explain(
         keywords=_KEYWORDS,
         **options,
     )
+    if class_idx is not None and not classes.shape[1]:
+        raise ValueError(
+            f"class_idx={class_idx!r} was given, but the model output holds no class scores (N, num_classes): "
+            "class-agnostic methods (eigencam, kpcacam, fem, randomcam) explain no class; drop class_idx"
+        )
     return Explanation(maps, classes, probabilities, list(categories) if categories else None, layers, views)

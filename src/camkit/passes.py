@@ -35,6 +35,7 @@ from camkit.engine import CAMExtractor, Capture, LayerSpec, ModelInput, forward,
 from camkit.methods import extractor_class
 from camkit.registry import ENGINE_SWITCHES, MethodSpec, check_options, get_method
 from camkit.targets import ClassTarget, Target, logits_of
+from camkit.targets._unresolved import UnresolvedTarget
 
 __all__ = [
     "build",
@@ -257,18 +258,32 @@ def run_methods(
 
     Returns:
         The probabilities ``(N, num_classes)``, the classes ``(N, K)``, method → maps ``(N, K, *S)``
-        and method → target layer names.
+        and method → target layer names. When every method is class-agnostic (``needs_target=False``)
+        and the model output holds no class scores, the probabilities and classes have no columns
+        and each method gives one map per sample (``K = 1``).
     """
     picked: dict[str, Tensor] = {}  # the first forward's probabilities and classes
+    unresolved: list[str] = []  # why no class was chosen (class-agnostic methods on a non-classifier)
 
     def classes_of(scores: Any) -> Tensor:
         if not picked:
-            picked["probabilities"] = class_probabilities(scores, call.batch)
-            picked["classes"] = choose(picked["probabilities"])
+            try:
+                picked["probabilities"] = class_probabilities(scores, call.batch)
+            except (TypeError, ValueError) as error:
+                if any(spec.needs_target for spec in specs.values()):
+                    raise
+                unresolved.append(str(error))  # Eigen-CAM & co. on a detector/segmenter: no class at all
+                picked["probabilities"] = torch.zeros(call.batch, 0)
+                picked["classes"] = torch.zeros(call.batch, 0, dtype=torch.long)
+            else:
+                picked["classes"] = choose(picked["probabilities"])
         return picked["classes"]
 
     def targets_of(scores: Any) -> list[Target]:
-        return [ClassTarget(column) for column in classes_of(scores).t().tolist()]
+        classes = classes_of(scores)
+        if unresolved:
+            return [UnresolvedTarget(unresolved[0])]
+        return [ClassTarget(column) for column in classes.t().tolist()]
 
     names = list(dict.fromkeys(get_method(name).name for name in names))
     specs = {name: get_method(name) for name in names}

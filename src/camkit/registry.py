@@ -89,6 +89,10 @@ class Probe(Protocol):
         """Target scores ``(B,)`` when this layer outputs ``activations`` (rows as above)."""
         ...
 
+    def input_gradients(self, inputs: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Target scores ``(B,)`` of ``inputs`` and their gradient with respect to ``inputs`` (rows as above)."""
+        ...
+
     def chunks(
         self, rows: int, repeat: int = 1, label: str = "inputs", row_bytes: int | None = None
     ) -> Iterator[tuple[int, slice]]:
@@ -179,6 +183,9 @@ class MethodSpec:
         weights: the weight (or map) function.
         needs_gradients: the engine must provide ``G = dY/dA``.
         needs_scores: in the TorchCAM-style call, ``scores`` (the model output) is required.
+        needs_target: the map depends on what is explained (a class, a score); ``False`` for
+            class-agnostic methods (Eigen-CAM, FEM, ...), which then run without any target on models
+            whose output holds no class scores (detectors, segmenters, embedding models).
         needs_input: the method re-runs the model on modified inputs (gets ``ctx.input``/``ctx.probe``).
         relu: apply ReLU to the combined map.
         summary: one line for ``camkit methods`` and the docs table.
@@ -208,6 +215,9 @@ class MethodSpec:
             expression in ``C`` (the target layer's channels), ``P`` (its positions) and the
             options (``"min(C, max_channels or C) * num_samples"``); ``"0"`` for methods that
             need only the shared forward (and backward). See :meth:`forwards`.
+        black_box: the method reads no layer, only the model's input and output (RISE, occlusion):
+            it takes no target layer, its weight function gets the model input as ``A`` and returns
+            the map ``(N, *S_in)`` at the input's size (``output="map"``, implies ``needs_input``).
     """
 
     name: str
@@ -233,6 +243,8 @@ class MethodSpec:
     extractor: type | None = None
     notes: str = ""
     cost: str = "0"
+    needs_target: bool = True
+    black_box: bool = False
 
     @property
     def differentiable(self) -> bool:
@@ -362,6 +374,8 @@ def register(
     extractor: type | None = ...,
     notes: str = ...,
     cost: str = ...,
+    needs_target: bool = ...,
+    black_box: bool = ...,
 ) -> Callable[[GradientWeights], GradientWeights]: ...
 
 
@@ -390,6 +404,8 @@ def register(
     extractor: type | None = ...,
     notes: str = ...,
     cost: str = ...,
+    needs_target: bool = ...,
+    black_box: bool = ...,
 ) -> Callable[[ActivationWeights], ActivationWeights]: ...
 
 
@@ -417,6 +433,8 @@ def register(
     extractor: type | None = None,
     notes: str = "",
     cost: str = "0",
+    needs_target: bool = True,
+    black_box: bool = False,
 ) -> Callable[[Any], Any]:
     r"""Register a method: its weight function and everything else camkit derives from it.
 
@@ -448,6 +466,10 @@ def register(
         notes: extra docstring paragraphs.
         cost: forwards per image beyond the shared one, an expression in ``C``, ``P`` and the
             options (see :class:`MethodSpec`).
+        needs_target: ``False`` when the map never reads the target (class-agnostic methods), see
+            :class:`MethodSpec`.
+        black_box: the method needs no target layer (see :class:`MethodSpec`); it is given the
+            model input as ``A`` and must return the map (``output="map"``).
 
     Returns:
         A decorator that stores the spec and returns the function unchanged.
@@ -496,6 +518,8 @@ def register(
         raise ValueError(
             f"cost {cost!r} of method {name!r} is not an expression in C, P and its options: {error}"
         ) from None
+    if black_box and (output != "map" or needs_gradients or layers is not None):
+        raise ValueError(f"black-box method {name!r} must return the map (output='map'), without gradients or layers")
     scores = (needs_gradients and not needs_input) if needs_scores is None else needs_scores
 
     def decorator(fn: Any) -> Any:
@@ -504,7 +528,7 @@ def register(
             weights=fn,
             needs_gradients=needs_gradients or needs_hvp,
             needs_scores=scores,
-            needs_input=needs_input,
+            needs_input=needs_input or black_box,
             relu=relu,
             summary=summary,
             paper=paper,
@@ -512,7 +536,7 @@ def register(
             output=output,
             stochastic=stochastic,
             needs_hvp=needs_hvp,
-            layers=layers,
+            layers=_no_layers if black_box else layers,
             class_name=cls_name,
             peer_names=tuple(peer_names),
             options=spec_options,
@@ -523,10 +547,17 @@ def register(
             extractor=extractor,
             notes=notes,
             cost=cost,
+            needs_target=needs_target,
+            black_box=black_box,
         )
         return fn
 
     return decorator
+
+
+def _no_layers(model: Any) -> list[str]:
+    """The target layers of a black-box method: none (it reads the model's input and output only)."""
+    return []
 
 
 def unregister(name: str) -> None:

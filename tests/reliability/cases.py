@@ -45,7 +45,7 @@ ARGUMENT_FIX = {  # what an error about each argument must say: its name, then t
     "grad": (r"no_grad|inference_mode", r"gradients enabled|gradient-free"),
     "scores": (r"scores", r"forward that produced|same forward|num_classes|scores=model\(x\)|batch dimension"),
     "no_graph": (r"autograd graph|no_grad", r"gradients enabled|gradient-free"),
-    "output": (r"output", r"output_key|target"),
+    "output": (r"output", r"output_key|target|class_idx"),
     "top_class": (r"targets", r"targets=\[|output_key|target callable"),
     "batch_size": (r"batch_size", r"positive int"),
     "method": (r"method", r"choose one of"),
@@ -163,6 +163,8 @@ def layer_case(draw: st.DrawFn, door: str, name: str) -> Case:
         error = "layer"
     if door == "gradcam" and camkit.get_method(name).layers is not None:
         error, reference = None, None  # pytorch-grad-cam's FullGrad ignores target_layers: so does that door
+    if camkit.get_method(name).black_box:
+        error, reference = None, None  # a black-box method reads no layer: every door ignores target_layer
     return Case(
         f"{door} {name} layer={value!r}", lambda: maps(door, name, model, x, layer=layer), model, reference, error
     )

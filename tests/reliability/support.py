@@ -73,8 +73,9 @@ def twin(model: nn.Module, **kwargs: Any) -> nn.Sequential:
 
 
 def options(name: str, seed: int = 0) -> dict[str, Any]:
-    """Method options every door accepts: few noise samples and a seeded generator (reproducible maps)."""
-    wanted = {"num_samples": 2, "generator": torch.Generator().manual_seed(seed)}
+    """Method options every door accepts: few noise samples, masks and steps, a seeded generator (reproducible maps)."""
+    wanted = {"num_samples": 2, "num_masks": 8, "steps": 3, "window": 4, "stride": 2}
+    wanted["generator"] = torch.Generator().manual_seed(seed)
     return {k: v for k, v in wanted.items() if k in get_method(name).options}
 
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from torch import Tensor, nn
 
+import camkit
 from camkit import ops
 from reliability.support import DOORS, METHODS, maps, small_cnn, torchcam
 
@@ -55,9 +56,10 @@ def test_flat_maps_normalize_to_zeros_not_nan(door: str, name: str, stride: int)
     assert got.amin() >= 0
     assert got.amax() <= 1
     assert torch.equal(got[flat], torch.zeros_like(got[flat])), "a flat map did not normalize to zeros"
-    # the maps are flat, except Recipro-CAM's (its masks are cut at the border) and FullGrad's input term
-    # after a stride-2 layer (only every other pixel has a gradient)
-    if name != "reciprocam" and not (name == "fullgrad" and stride == 2):
+    # the maps are flat, except Recipro-CAM's (its masks are cut at the border), FullGrad's input term
+    # after a stride-2 layer (only every other pixel has a gradient) and black-box ones (RISE's random masks
+    # keep different amounts of the input; occlusion's windows score alike only up to the model's rounding)
+    if name != "reciprocam" and not (name == "fullgrad" and stride == 2) and not camkit.get_method(name).black_box:
         assert flat.all()
 
 

@@ -32,6 +32,7 @@ from camkit.registry import (
 )
 from camkit.reshape import TokenLayout, attention_kind, infer_layout, transformer_info
 from camkit.targets import ClassTarget, Target, as_target
+from camkit.targets._unresolved import UnresolvedTarget
 
 __all__ = ["CAMExtractor", "DisconnectedTargetError"]
 
@@ -120,7 +121,8 @@ class CAMExtractor(HookedExtractor):
         self.input_shape = tuple(input_shape)
         if target_layer is None and self.spec.layers is not None:
             target_layer = self.spec.layers(model)
-        self.target_names = resolve_layers(model, target_layer, self.input_shape)
+        # a black-box method reads no layer (a given target_layer is ignored): the model input is its source
+        self.target_names = [] if self.spec.black_box else resolve_layers(model, target_layer, self.input_shape)
         self._info = transformer_info(model)
         self._layouts: dict[tuple[Any, ...], TokenLayout | None] = {}  # see _layout
         self._warned_flat = False  # the 1x1-map warning is given once per extractor (see _warn_flat)
@@ -148,6 +150,9 @@ class CAMExtractor(HookedExtractor):
             attention=attention,
             image_arg=image_arg,
         )
+        if self.spec.black_box and isinstance(model, torch.jit.ScriptModule):
+            self._capture.enabled = enable_hooks  # TorchScript takes no hooks: camkit's own forwards record the input
+            return
         self._own(self._capture, enable_hooks)
 
     @property
@@ -186,14 +191,41 @@ class CAMExtractor(HookedExtractor):
         extra = "".join(f", {k}={v!r}" for k, v in given.items())
         return f"{type(self).__name__}(target_layer={self.target_names}{extra})"
 
+    @property
+    def _source_names(self) -> list[str]:
+        """What each source is called in messages: the target layers, or ``["input"]`` for a black-box method."""
+        return ["input"] if self.spec.black_box else self.target_names
+
+    def _sources(self) -> list[Tensor]:
+        """The captured target-layer outputs, or for a black-box method the captured model input.
+
+        Raises:
+            ValueError: when nothing was captured, naming the fix.
+        """
+        if not self.spec.black_box:
+            return self._capture.sources()
+        x = self._capture.input
+        if x is None:
+            why = self._capture.input_error or (
+                "run the forward after creating the extractor"
+                if self._capture.attached
+                else "a TorchScript module takes no hooks; use camkit.explain, camkit.compare or the "
+                "camkit.compat.gradcam classes, which are given the input"
+            )
+            raise ValueError(f"{type(self).__name__} re-runs the model on its input, but no input was captured: {why}")
+        return [x]
+
     # computing -------------------------------------------------------------------------------
     def _target(self, class_idx: int | Sequence[int] | None, targets: Any, batch: int | None = None) -> Target:
         """``class_idx`` or ``targets`` as one batched target.
 
         ``targets`` is a camkit target (``target(output, rows=None) -> (B,)``), or TorchCAM's
         per-sample ``OutputTarget``: one callable of one sample's output, or a list with one per
-        sample (see :func:`camkit.targets.samples.as_target`).
+        sample (see :func:`camkit.targets.samples.as_target`). Class-agnostic methods
+        (``needs_target=False``: Eigen-CAM, FEM, ...) may be given neither.
         """
+        if class_idx is None and targets is None and not self.spec.needs_target:
+            return UnresolvedTarget(f"{type(self).__name__} got neither class_idx nor targets")  # never read
         if (class_idx is None) == (targets is None):
             raise ValueError("pass exactly one of class_idx (int or one per sample) and targets")
         if targets is not None:
@@ -239,7 +271,8 @@ class CAMExtractor(HookedExtractor):
         """Compute the maps of the last forward.
 
         Args:
-            class_idx: class to explain: one int for the batch, or one per sample.
+            class_idx: class to explain: one int for the batch, or one per sample (class-agnostic
+                methods such as Eigen-CAM take neither ``class_idx`` nor ``targets``).
             scores: the model output of that forward (needed by gradient methods).
             normalized: min-max normalize each map to ``[0, 1]``.
             retain_graph: keep the autograd graph for another call on the same forward.
@@ -261,7 +294,7 @@ class CAMExtractor(HookedExtractor):
         """
         if (class_idx is None) == (targets is None):
             self._target(class_idx, targets)  # the error, before anything else
-        sources = self._capture.sources()
+        sources = self._sources()
         batch = sources[0].shape[0]
         target = self._target(class_idx, targets, batch)
         self.check_scores(scores, target, batch)
@@ -323,8 +356,8 @@ class CAMExtractor(HookedExtractor):
         Returns:
             One map ``(N, *S)`` per target layer.
         """
-        sources = self._capture.sources()
-        for name, src in zip(self.target_names, sources, strict=True):
+        sources = self._sources()
+        for name, src in zip(self._source_names, sources, strict=True):
             if math.isfinite(src.detach().sum().item()):  # one fast reduction; a NaN/Inf makes it non-finite
                 continue
             finite = torch.isfinite(src.detach().flatten(1)).all(dim=1)  # or the sum overflowed
@@ -356,6 +389,8 @@ class CAMExtractor(HookedExtractor):
 
     def _layout(self, layer: int, a: Tensor) -> Callable[[Tensor], Tensor] | None:
         """The user's ``reshape_transform``, else the inferred grid layout of a transformer output."""
+        if self.spec.black_box:
+            return None  # the model input is read as it is
         if self.reshape_transform is not None:
             return self.reshape_transform
         size = self._capture.input_size
@@ -397,7 +432,7 @@ class CAMExtractor(HookedExtractor):
             hvp = None if hvp is None else reshape(hvp).contiguous()
         if a.ndim < 3:
             raise ValueError(
-                f"layer {self.target_names[layer]!r} outputs shape {tuple(a.shape)}, which has no spatial dims; "
+                f"layer {self._source_names[layer]!r} outputs shape {tuple(a.shape)}, which has no spatial dims; "
                 "pick a convolutional layer before global pooling (e.g. 'layer4' in a ResNet)"
             )
         if math.prod(a.shape[2:]) == 1 and self.spec.reduce is None:  # a reducing method (FullGrad) sums
@@ -411,7 +446,7 @@ class CAMExtractor(HookedExtractor):
         ctx = MethodContext(
             model=self.model,
             layer=layer,
-            layer_name=self.target_names[layer],
+            layer_name=self._source_names[layer],
             target=target,
             options=self.options,
             input=self._capture.input,
@@ -465,7 +500,7 @@ class CAMExtractor(HookedExtractor):
 
         # one row: the input copy plus the activations a forward keeps alive, bounded by 8 inputs' worth
         row_bytes = 8 * x[:1].numel() * x.element_size()
-        key = (id(self.model), tuple(x.shape[1:]), self.target_names[layer])
+        key = (id(self.model), tuple(x.shape[1:]), self._source_names[layer])
         return auto_batch_size(run, row_bytes, x.device, key=key)
 
     @classmethod

@@ -52,5 +52,7 @@ def forward(
             call = call.map_tensors(lambda t: t.clone() if torch.is_inference(t) else t)
         lean = capture.lean() if gradients and not full_graph else contextlib.nullcontext()
         with capture.exclusive(), lean, input_errors(call.image, model, argument):
+            if not capture.attached:  # a model that takes no hooks (TorchScript, black-box methods): record its input
+                capture._input_hook(model, call.args, call.kwargs)
             scores = call(model)
         yield scores

@@ -48,8 +48,8 @@ def _example(spec: MethodSpec, import_line: str, construct: str, call: str, resu
         "    >>> import torch",
         "    >>> from torch import nn",
         f"    >>> {import_line}",
-        "    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),",
-        "    ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()",
+        "    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),",
+        "    ...                       nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()",
         f"    >>> with {construct} as cam:",
         f"    ...     {call}",
         f"    >>> {result}",
@@ -61,7 +61,13 @@ def _torchcam_docstring(spec: MethodSpec) -> str:
     args = [
         "    model: the model.",
         "    target_layer: layer(s) to explain, by module or dotted name; ``None`` picks one automatically"
-        + (" (this method's own layers)." if spec.layers is not None else "."),
+        + (
+            "; ignored: a black-box method reads no layer."
+            if spec.black_box
+            else " (this method's own layers)."
+            if spec.layers is not None
+            else "."
+        ),
     ]
     if "batch_size" in spec.positional:
         args.append("    batch_size: inputs per forward when the method re-runs the model (default ``32``).")
@@ -75,7 +81,8 @@ def _torchcam_docstring(spec: MethodSpec) -> str:
         + f"Engine switches of :class:`~camkit.CAMExtractor` ({', '.join(ENGINE_SWITCHES)}); an unknown "
         "name raises ``TypeError``."
     )
-    shape = "torch.Size([2, 16, 16])" if spec.reduce is not None else "torch.Size([2, 12, 12])"
+    # layer "2" keeps the input's 16x16 size, so every method's map has it (at the layer's or the input's size)
+    shape = "torch.Size([2, 16, 16])"
     example = _example(
         spec,
         f"from camkit.methods import {spec.class_name}",

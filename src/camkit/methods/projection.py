@@ -56,6 +56,7 @@ def _flip_to_larger_side(projection: Tensor) -> Tensor:
 
 @register(
     "eigencam",
+    needs_target=False,
     class_name="EigenCAM",
     peer_names=("EigenCAM",),
     needs_gradients=False,
@@ -143,6 +144,7 @@ def kernel_matrix(x: Tensor, kernel: str, gamma: float) -> Tensor:
 
 @register(
     "kpcacam",
+    needs_target=False,
     class_name="KPCA_CAM",
     peer_names=("KPCA_CAM",),
     options={
@@ -202,6 +204,7 @@ def kpca_cam(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
 
 @register(
     "fem",
+    needs_target=False,
     class_name="FEM",
     peer_names=("FEM",),
     options={"k": Option(2.0, (float, int), "the threshold in standard deviations above the channel mean")},
@@ -229,6 +232,7 @@ def fem(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
 
 @register(
     "randomcam",
+    needs_target=False,
     class_name="RandomCAM",
     peer_names=("RandomCAM",),
     options={"generator": Option(None, (torch.Generator,), "a torch.Generator for reproducible weights")},

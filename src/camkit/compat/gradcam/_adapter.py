@@ -5,7 +5,10 @@ list with one target per image. camkit's engine wants one callable ``target(outp
 for the whole batch (``rows[b]`` = the image row ``b`` belongs to; perturbation methods send many
 rows per image). :func:`batched_target` bridges the two:
 
-* ``None`` → the top-scoring class of every row (:class:`camkit.targets.ClassTarget`).
+* ``None`` → the top-scoring class of every row (:class:`camkit.targets.ClassTarget`); when the
+  output holds no ``(N, num_classes)`` scores (a detector, a segmenter), a target that raises why
+  the moment a method asks it for a score, so class-agnostic methods (EigenCAM, KPCA-CAM, FEM,
+  RandomCAM) run on any output with ``targets=None``.
 * a list of :class:`~camkit.targets.ClassifierOutputTarget` (or of its softmax twin) → one
   :class:`~camkit.targets.ClassTarget` with a class per image (one ``gather`` for the batch; one
   column when every image asks for the same class).
@@ -37,6 +40,7 @@ from camkit.targets import (
     logits_of,
     select_rows,
 )
+from camkit.targets._unresolved import UnresolvedTarget
 
 __all__ = ["PerSampleTargets", "batch_size_of", "batched_target", "detach_output", "select_rows"]
 
@@ -169,7 +173,8 @@ def batched_target(targets: Sequence[PerSampleTarget] | None, output: Any, batch
     """Build the batched camkit target for a pytorch-grad-cam ``targets`` argument.
 
     Args:
-        targets: ``None`` (top class of each row), or a list with one per-image target per image;
+        targets: ``None`` (top class of each row; a target that raises why when the output holds no
+            class scores), or a list with one per-image target per image;
             a list of ONE target is used for every image.
         output: the model output of the forward being explained (for ``None``).
         batch: the number of images.
@@ -187,7 +192,10 @@ def batched_target(targets: Sequence[PerSampleTarget] | None, output: Any, batch
         ClassTarget([3, 1])
     """
     if targets is None:
-        return ClassTarget(_one_or_each(top_classes(output)))
+        try:
+            return ClassTarget(_one_or_each(top_classes(output)))
+        except ValueError as error:  # no class scores: fine for class-agnostic methods (EigenCAM, FEM, ...)
+            return UnresolvedTarget(str(error))  # raises this same error when a method asks it for a score
     if callable(targets) or not isinstance(targets, Sequence):
         raise TypeError(
             f"targets must be a list with one target per image (or None), got {type(targets).__name__}; "
