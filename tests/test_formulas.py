@@ -180,6 +180,30 @@ def fullgrad(c: Captured) -> Tensor:
     return torch.stack([_reference(c.model, c.x[i : i + 1], k) for i, k in enumerate(c.classes)])
 
 
+def _new_method(c: Captured, name: str) -> Tensor:
+    """Integrated Grad-CAM and CAMERAS at layer 3, Poly-CAM at its default layer ("4"), by their tests' references."""
+    from test_methods_integrated import reference_cameras, reference_integratedgradcam
+    from test_methods_polycam import reference_polycam
+
+    if name == "integratedgradcam":
+        return reference_integratedgradcam(c.model, c.x, c.classes, str(LAYER), steps=5)
+    if name == "cameras":
+        return reference_cameras(c.model, c.x, c.classes, str(LAYER), num_scales=3, step=4)
+    return reference_polycam(c.model, c.x, c.classes, ["4"])
+
+
+def _masking_method(c: Captured, name: str) -> Tensor:
+    """Occlusion (black-box), Group-CAM and Opti-CAM (at layer 3), by their tests' references (options in OPTIONS)."""
+    from test_methods_masking import groupcam_reference, opticam_reference
+    from test_methods_perturbation import occlusion_reference
+
+    if name == "occlusion":
+        return occlusion_reference(c.model, c.x, c.classes, window=3, stride=2)
+    if name == "groupcam":
+        return groupcam_reference(c.model, c.x, c.a, c.g, c.classes, groups=3)
+    return opticam_reference(c.model, c.x, c.a, c.classes, steps=3)
+
+
 #: registry name → float64 reference of the map before normalization (ReLU applied by the harness per spec)
 FORMULAS: dict[str, Callable[[Captured], Tensor]] = {
     "gradcam": lambda c: _combine(_mean(c.g), c.a),
@@ -204,11 +228,23 @@ FORMULAS: dict[str, Callable[[Captured], Tensor]] = {
     # the noise methods, run without noise (std=0): the mean over noisy copies is the clean formula
     "smoothgradcampp": gradcampp,
     "sscam": lambda c: _score_family(c, [1.0]),
+    # issue 25's methods: their references live beside their own tests
+    "integratedgradcam": lambda c: _new_method(c, "integratedgradcam"),
+    "cameras": lambda c: _new_method(c, "cameras"),
+    "polycam": lambda c: _new_method(c, "polycam"),
+    "occlusion": lambda c: _masking_method(c, "occlusion"),
+    "groupcam": lambda c: _masking_method(c, "groupcam"),
+    "opticam": lambda c: _masking_method(c, "opticam"),
 }
 #: options for the run (noise methods without noise)
 OPTIONS: dict[str, dict[str, Any]] = {
     "smoothgradcampp": {"std": 0.0, "num_samples": 3},
     "sscam": {"std": 0.0, "num_samples": 2},
+    "integratedgradcam": {"steps": 5},
+    "cameras": {"num_scales": 3, "step": 4},
+    "occlusion": {"window": 3, "stride": 2},
+    "groupcam": {"groups": 3},
+    "opticam": {"steps": 3},
 }
 
 DETERMINISTIC = [m for m in METHODS if not camkit.get_method(m).stochastic]

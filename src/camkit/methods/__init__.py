@@ -21,6 +21,10 @@ from camkit.methods import activation as activation
 from camkit.methods import elementwise as elementwise
 from camkit.methods import fullgrad as fullgrad
 from camkit.methods import gradient as gradient
+from camkit.methods import integrated as integrated
+from camkit.methods import masking as masking
+from camkit.methods import perturbation as perturbation
+from camkit.methods import polycam as polycam
 from camkit.methods import projection as projection
 from camkit.methods import score as score
 
@@ -28,6 +32,7 @@ from camkit.methods import attention as attention  # isort: skip  (after the reg
 from camkit.methods._classes import class_for, extractor_class
 from camkit.methods.attention import AttentionRollout as AttentionRollout
 from camkit.methods.attention import LeGrad as LeGrad
+from camkit.methods.attribution import TransformerAttribution as TransformerAttribution
 from camkit.methods.factorization import deep_feature_factorization as deep_feature_factorization
 from camkit.methods.wrappers import SESS as SESS
 from camkit.methods.wrappers import FinerCAM as FinerCAM
@@ -58,6 +63,7 @@ __all__ = [
     "FinerWeightedTarget",
     "LeGrad",
     "RefineCAM",
+    "TransformerAttribution",
     "deep_feature_factorization",
     "extractor_class",
     *sorted(_REGISTERED),
