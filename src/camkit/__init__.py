@@ -24,8 +24,10 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "metrics": ("camkit.metrics", None),
     "compare": ("camkit.compare", "compare"),
     "CAMExtractor": ("camkit.engine", "CAMExtractor"),
+    "DetectionExplanation": ("camkit.detect", "DetectionExplanation"),
     "Explanation": ("camkit.explanation", "Explanation"),
     "explain": ("camkit.explanation", "explain"),
+    "explain_detections": ("camkit.detect", "explain_detections"),
     "MethodContext": ("camkit.registry", "MethodContext"),
     "Option": ("camkit.registry", "Option"),
     "get_method": ("camkit.registry", "get_method"),
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
     from camkit import methods as methods
     from camkit import metrics as metrics
     from camkit.compare import compare as compare
+    from camkit.detect import DetectionExplanation as DetectionExplanation
+    from camkit.detect import explain_detections as explain_detections
     from camkit.engine import CAMExtractor as CAMExtractor
     from camkit.explanation import Explanation as Explanation
     from camkit.explanation import explain as explain

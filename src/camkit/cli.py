@@ -31,6 +31,7 @@ from PIL import Image
 from torch import Tensor
 
 from camkit import __version__
+from camkit.detect._command import add_detect_arguments, detect_command
 from camkit.engine import LayerSpec, Progress, candidate_layers, eval_mode, resolve_layers
 from camkit.explanation import Explanation, explain, open_image
 from camkit.models import DEFAULT_MODEL, LoadedModel, Preprocess, load_checkpoint, load_model
@@ -43,6 +44,8 @@ from camkit.runner.export import check_out, output_bases
 from camkit.runner.job import check_device
 from camkit.sanity._command import REPORT_NOTE, check_arguments, overall, report_cells, sanity_command
 from camkit.sanity._command import add_arguments as add_sanity_arguments
+from camkit.viewer._command import add_parser as add_view_parser
+from camkit.viewer._command import view_command
 from camkit.viz import grid, overlay_mask
 
 __all__ = ["main"]
@@ -116,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="overlays and maps at each image's original size (the map covers the centre crop the model "
         "saw; no heat outside it) instead of the crop",
     )
+    add_detect_arguments(explain_cmd)
     report = sub.add_parser("report", help="write a self-contained HTML page of images x methods")
     _add_explain_arguments(report, "fast")
     report.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file to write")
@@ -132,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "randomised layer group; docs/sanity.md)",
     )
     add_runner_parsers(sub)
+    add_view_parser(sub)
     sanity = sub.add_parser("sanity", help="check that the maps depend on the model's parameters (model randomisation)")
     add_sanity_arguments(sanity)
     _add_model_arguments(sanity)
@@ -786,13 +791,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "layers":
             return _layers(args)
         if args.command == "explain":
-            return _explain(args)
+            return detect_command(args, _collect(args.images, args.out)) if args.task == "detect" else _explain(args)
         if args.command == "run":
             return run_command(args)
         if args.command == "export":
             return export_command(args)
         if args.command == "sanity":
             return _sanity(args)
+        if args.command == "view":
+            return view_command(args)
         return _report(args)
     except (UserError, ValueError, TypeError, FileNotFoundError, ImportError) as error:
         if os.environ.get("CAMKIT_DEBUG"):
