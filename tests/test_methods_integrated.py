@@ -64,11 +64,11 @@ def reference_integratedgradcam(
 def reference_cameras(
     model: nn.Module, x: Tensor, classes: list[int], layer: str, num_scales: int, step: int
 ) -> Tensor:
-    """sum_k mean_r U(A_k^r) * mean_r U(g_k^r) over inputs upsampled by `step` pixels per scale (before ReLU)."""
+    """sum_k mean_r U(A_k^r) * mean_r U(g_k^r) over inputs enlarged by step/224 per scale (before ReLU)."""
     h, w = x.shape[2:]
     acts, grads = [], []
     for r in range(num_scales):
-        size = (round(h * (min(h, w) + r * step) / min(h, w)), round(w * (min(h, w) + r * step) / min(h, w)))
+        size = (round(h * (1 + r * step / 224)), round(w * (1 + r * step / 224)))
         low = x.amin(dim=(2, 3), keepdim=True)  # bicubic relative to each channel's minimum (constants stay exact)
         xr = x if r == 0 else F.interpolate(x - low, size=size, mode="bicubic", align_corners=False) + low
         a, g = layer_grad(model, layer, xr, classes)
@@ -147,7 +147,7 @@ def test_integratedgradcam_completeness_when_linear_after_the_layer() -> None:
 
 
 @pytest.mark.parametrize("layer", ["0", "3"])
-@pytest.mark.parametrize(("num_scales", "step"), [(3, 4), (1, 100), (2, 7)])
+@pytest.mark.parametrize(("num_scales", "step"), [(3, 90), (1, 100), (2, 157)])
 def test_cameras_equals_its_float64_formula(layer: str, num_scales: int, step: int) -> None:
     model, x = small_model(), _input()
     expected = reference_cameras(model, x, CLASSES, layer, num_scales, step).clamp_min(0)
@@ -161,7 +161,7 @@ def test_cameras_channel_chunks_do_not_change_the_map(monkeypatch: pytest.Monkey
     from camkit.methods import integrated
 
     model, x = small_model(), _input()
-    with CAMERAS(model, "3", num_scales=2, step=6) as extractor:
+    with CAMERAS(model, "3", num_scales=2, step=134) as extractor:
         scores = model(x)
         whole = extractor(CLASSES, scores, normalized=False, retain_graph=True)[0]
         monkeypatch.setattr(integrated, "_CHUNK_ELEMENTS", 1)  # one channel per step
@@ -171,14 +171,14 @@ def test_cameras_channel_chunks_do_not_change_the_map(monkeypatch: pytest.Monkey
 
 def test_cameras_scales_follow_the_paper() -> None:
     assert cameras_scales((224, 224), 8, 100) == [(224 + 100 * r,) * 2 for r in range(8)]
-    assert cameras_scales((10, 20), 3, 5) == [(10, 20), (15, 30), (20, 40)]
+    assert cameras_scales((10, 20), 3, 112) == [(10, 20), (15, 30), (20, 40)]  # step / 224 of the input
 
 
 def test_cameras_several_layers_sum_at_the_input_size() -> None:
     model, x = small_model(), _input()
-    with CAMERAS(model, ["0", "3"], num_scales=2, step=4) as extractor:
+    with CAMERAS(model, ["0", "3"], num_scales=2, step=112) as extractor:
         got = extractor(CLASSES, model(x), normalized=False)
-    expected = sum(reference_cameras(model, x, CLASSES, layer, 2, 4).clamp_min(0) for layer in ["0", "3"])
+    expected = sum(reference_cameras(model, x, CLASSES, layer, 2, 112).clamp_min(0) for layer in ["0", "3"])
     assert len(got) == 1
     torch.testing.assert_close(got[0], expected, rtol=1e-7, atol=1e-10)
 
@@ -200,11 +200,11 @@ class FixedSize(nn.Module):
 def test_cameras_warns_and_keeps_the_resolutions_a_model_accepts() -> None:
     inner, x = small_model(), _input()
     model = FixedSize(inner, 10)
-    with CAMERAS(model, "inner.3", num_scales=3, step=4) as extractor:
+    with CAMERAS(model, "inner.3", num_scales=3, step=112) as extractor:
         scores = model(x)
-        with pytest.warns(UserWarning, match=r"did not run on inputs of size \(14, 14\)"):
+        with pytest.warns(UserWarning, match=r"did not run on inputs of size \(15, 15\)"):
             got = extractor(CLASSES, scores, normalized=False)[0]
-    expected = reference_cameras(inner, x, CLASSES, "3", 1, 4).clamp_min(0)
+    expected = reference_cameras(inner, x, CLASSES, "3", 1, 112).clamp_min(0)
     torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-10)
 
 

@@ -135,15 +135,17 @@ def integratedgradcam(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
 
 
 def cameras_scales(size: Sequence[int], num_scales: int, step: int) -> list[tuple[int, ...]]:
-    """The input sizes CAMERAS runs: the input's, then ``step`` more pixels on the shorter side each time.
+    r"""The input sizes CAMERAS runs: the input's, then larger by ``step / 224`` of it each time.
 
-    Every side grows by the same factor, so the aspect ratio is kept; a square 224 input gives the
-    paper's 224, 324, ..., 924 for 8 scales and a step of 100.
+    ``step`` is in pixels of the paper's 224 px input (224, 324, ..., 924 for 8 scales and a step of
+    100); other sizes grow by the same factors, :math:`1 + n \cdot step / 224`, and every side by the
+    same factor, so the aspect ratio is kept. A small input (a 32 px image, a 4-frame clip) is thus
+    enlarged as much as the paper's images are, not by hundreds of pixels.
 
     Args:
         size: the input's spatial size.
         num_scales: how many sizes (the input's included).
-        step: pixels added to the shorter side per scale.
+        step: pixels added per scale at the paper's 224 px.
 
     Returns:
         ``num_scales`` sizes, the input's first.
@@ -151,11 +153,10 @@ def cameras_scales(size: Sequence[int], num_scales: int, step: int) -> list[tupl
     Example:
         >>> cameras_scales((224, 224), 3, 100)
         [(224, 224), (324, 324), (424, 424)]
-        >>> cameras_scales((100, 200), 2, 50)
-        [(100, 200), (150, 300)]
+        >>> cameras_scales((112, 224), 2, 100)
+        [(112, 224), (162, 324)]
     """
-    short = min(size)
-    return [tuple(round(s * (short + n * step) / short) for s in size) for n in range(num_scales)]
+    return [tuple(round(s * (1 + n * step / 224)) for s in size) for n in range(num_scales)]
 
 
 def _resize_input(x: Tensor, size: tuple[int, ...]) -> Tensor:
@@ -195,7 +196,7 @@ def sum_at_input(maps: Sequence[Tensor], x: Tensor | None, grad: Tensor | None) 
     class_name="CAMERAS",
     options={
         "num_scales": Option(8, (int,), "input resolutions, the input's own included (the paper: 224 to 924)"),
-        "step": Option(100, (int,), "pixels added to the input's shorter side per resolution (the paper's 100)"),
+        "step": Option(100, (int,), "pixels added per resolution at the paper's 224 px (other sizes: same factor)"),
     },
     cost="num_scales",
     reduce=sum_at_input,
@@ -227,8 +228,8 @@ def cameras(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
         \bar g_k = \frac1R\sum_{r=1}^{R} U\Big(\frac{\partial Y^{(c)}(x^{(r)})}{\partial A_k}\Big)
 
     where :math:`x^{(r)}` is the input upsampled to the :math:`r`-th resolution
-    (:func:`cameras_scales`: :math:`R` = ``num_scales`` sizes, ``step`` pixels apart on the shorter
-    side) and :math:`U` resizes a map to the input's resolution. The means are taken before the
+    (:func:`cameras_scales`: :math:`R` = ``num_scales`` sizes, each larger by ``step / 224`` of
+    the input) and :math:`U` resizes a map to the input's resolution. The means are taken before the
     product: the accumulated activations times the accumulated gradients.
     """
     x, probe = _needs_input(ctx, "cameras")
