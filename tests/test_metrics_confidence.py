@@ -173,7 +173,8 @@ def test_cam_mult_image_matches_pytorch_grad_cam(camkit_targets: bool) -> None:
     for theirs, ours in pairs:
         expected = theirs(x, cams, theirs_targets, model)
         got = ours(x, cams, ours_targets, model)
-        assert isinstance(got, np.ndarray) and got.dtype == np.float32  # numpy, as the peer's
+        assert isinstance(got, np.ndarray)  # numpy, as the peer's
+        assert got.dtype == np.float32
         np.testing.assert_allclose(got, expected, atol=1e-6)
         assert float(got.mean()) == pytest.approx(float(np.mean(expected)), abs=1e-6)
     changes = pgc_cmi.CamMultImageConfidenceChange()(x, cams, theirs_targets, model)
