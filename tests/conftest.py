@@ -97,6 +97,16 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _process_state_kept() -> Iterator[None]:
+    """Importing ultralytics changes process-wide settings (PIL.Image.open, numpy and torch print
+    options, ...); a test that imports it must not change how later tests read images or print arrays."""
+    from camkit.detect._adapters import process_state_kept
+
+    with process_state_kept():
+        yield
+
+
 @functools.cache
 def sharp_tiny_cnn() -> nn.Module:
     """tiny_cnn with larger weights, so that its probabilities depend on the input (metrics tests)."""

@@ -16,6 +16,15 @@ from camkit.detect import DetrAdapter, TorchvisionAdapter, YoloAdapter, adapter_
 os.environ.setdefault("YOLO_OFFLINE", "1")  # Ultralytics: no network checks
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="camkit-ultralytics-"))  # no ~/.config writes
 
+
+def _import_ultralytics() -> Any:
+    """Ultralytics, or a skip; its import-time changes to process-wide settings are undone."""
+    from camkit.detect._adapters import process_state_kept
+
+    with process_state_kept():
+        return pytest.importorskip("ultralytics")
+
+
 IMAGES = [torch.rand(3, 96, 128, generator=torch.Generator().manual_seed(0)), torch.rand(3, 80, 96)]
 BOXES = [[[10.0, 10.0, 60.0, 70.0], [40.0, 20.0, 120.0, 90.0]], [[5.0, 5.0, 50.0, 60.0]]]
 
@@ -76,7 +85,7 @@ TORCHVISION: dict[str, Callable[[], nn.Module]] = {
 
 @pytest.fixture(scope="module")
 def yolo() -> Any:
-    ultralytics = pytest.importorskip("ultralytics")
+    ultralytics = _import_ultralytics()
     torch.manual_seed(0)
     return ultralytics.YOLO("yolov8n.yaml")
 
@@ -239,7 +248,7 @@ def test_load_detector_ultralytics(monkeypatch: pytest.MonkeyPatch) -> None:
 
     from camkit.detect import load_detector
 
-    pytest.importorskip("ultralytics")
+    _import_ultralytics()
     model = load_detector("ultralytics:yolov8n.yaml")
     assert isinstance(adapter_for(model), YoloAdapter)
     with pytest.raises(ValueError, match="builds YOLO from a config"):

@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,14 @@ from camkit.cli import main
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="camkit-ultralytics-"))  # no ~/.config writes
+
+
+def _import_ultralytics() -> Any:
+    """Ultralytics, or a skip; its import-time changes to process-wide settings are undone."""
+    from camkit.detect._adapters import process_state_kept
+
+    with process_state_kept():
+        return pytest.importorskip("ultralytics")
 
 
 @pytest.fixture
@@ -28,7 +37,7 @@ def photo(tmp_path: Path) -> Path:
 def test_detect_with_yolo_writes_overlays_maps_and_table(
     tmp_path: Path, photo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("ultralytics")
+    _import_ultralytics()
     out = tmp_path / "out"
     code = main(
         [

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -49,6 +51,7 @@ __all__ = [
     "TorchvisionAdapter",
     "YoloAdapter",
     "adapter_for",
+    "process_state_kept",
     "require",
 ]
 
@@ -73,9 +76,50 @@ def require(package: str) -> Any:
         'torch'
     """
     try:
-        return importlib.import_module(package)
+        with process_state_kept():  # ultralytics changes process-wide settings when first imported
+            return importlib.import_module(package)
     except ImportError as error:
         raise ImportError(f"{package} is not installed ({error}): {EXTRA_HINT}") from None
+
+
+@contextlib.contextmanager
+def process_state_kept() -> Iterator[None]:
+    """Give back, on exit, the process-wide settings an import of ultralytics changes.
+
+    Ultralytics, when first imported, replaces ``PIL.Image.open`` (its HEIF support, which tries to
+    pip-install pi-heif on an unreadable file), sets numpy's and torch's print options and OpenCV's
+    thread count, and writes environment variables. An import camkit makes on the user's behalf
+    leaves all of them as they were.
+
+    Example:
+        >>> import numpy as np
+        >>> with process_state_kept():
+        ...     np.set_printoptions(linewidth=320)
+        >>> np.get_printoptions()["linewidth"]
+        75
+    """
+    import numpy as np
+    from PIL import Image
+
+    opener, numpy_options, environ = Image.open, np.get_printoptions(), dict(os.environ)
+    torch_options = {
+        k: getattr(torch._tensor_str.PRINT_OPTS, k)
+        for k in ("precision", "threshold", "edgeitems", "linewidth", "sci_mode")
+    }
+    cv2 = sys.modules.get("cv2")
+    cv2_threads = cv2.getNumThreads() if cv2 is not None else None
+    try:
+        yield
+    finally:
+        Image.open = opener
+        np.set_printoptions(**numpy_options)
+        torch.set_printoptions(**torch_options)  # type: ignore[no-untyped-call]
+        cv2 = sys.modules.get("cv2")
+        if cv2 is not None and cv2_threads is not None:
+            cv2.setNumThreads(cv2_threads)
+        for key in set(os.environ) - set(environ):
+            del os.environ[key]
+        os.environ.update(environ)
 
 
 def _pad_batch(images: Sequence[Tensor], multiple: int = 1, value: float = 0.0) -> tuple[Tensor, tuple[int, int]]:
