@@ -205,6 +205,13 @@ class _AttentionExtractor(HookedExtractor):
         return list(self._capture.state.attention)
 
     @staticmethod
+    def _target(class_idx: int | Sequence[int] | None, targets: Target | None) -> Target:
+        """What to explain: exactly one of ``class_idx`` and ``targets``."""
+        if (class_idx is None) == (targets is None):
+            raise ValueError("pass exactly one of class_idx (int or one per sample) and targets")
+        return ClassTarget(class_idx) if targets is None else as_target(targets)  # type: ignore[arg-type]
+
+    @staticmethod
     def fuse_cams(cams: list[Tensor], target_shape: Sequence[int] | None = None) -> Tensor:
         """The single map of a call (these methods return one map for all blocks), as TorchCAM's ``fuse_cams``."""
         return CAMExtractor.fuse_cams(cams, target_shape)
@@ -327,9 +334,7 @@ class LeGrad(_AttentionExtractor):
         Raises:
             ValueError: without a graph (forward under ``no_grad``), or on a misuse.
         """
-        if (class_idx is None) == (targets is None):
-            raise ValueError("pass exactly one of class_idx (int or one per sample) and targets")
-        target: Target = ClassTarget(class_idx) if targets is None else as_target(targets)  # type: ignore[arg-type]
+        target = self._target(class_idx, targets)
         blocks, attentions = self._capture.sources(), self._capture.attention()
         if not all(t.requires_grad for t in (*blocks, *attentions)):
             raise ValueError(f"LeGrad differentiates each block's score with respect to its attention: {NO_GRAD_HINT}")

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from camkit.engine import NO_GRAD_HINT, LayerSpec
 from camkit.methods.attention import _AttentionExtractor, _check_blocks
-from camkit.targets import ClassTarget, Target, as_target
+from camkit.targets import Target
 
 __all__ = ["TransformerAttribution", "transformer_attribution"]
 
@@ -150,13 +150,11 @@ class TransformerAttribution(_AttentionExtractor):
         Raises:
             ValueError: without ``scores``, without a graph (forward under ``no_grad``), or on a misuse.
         """
-        if (class_idx is None) == (targets is None):
-            raise ValueError("pass exactly one of class_idx (int or one per sample) and targets")
+        target = self._target(class_idx, targets)
         if scores is None:
             raise ValueError(
                 "TransformerAttribution differentiates the model output: call extractor(class_idx, scores=model(x))"
             )
-        target: Target = ClassTarget(class_idx) if targets is None else as_target(targets)  # type: ignore[arg-type]
         attentions = self._capture.attention()
         score = target(scores).sum()
         if not score.requires_grad or not all(p.requires_grad for p in attentions):
