@@ -2,8 +2,9 @@
 
 The stores are synthetic: ``--records`` records (default 1,000 and 20,000) with two methods' 7x7
 maps (two explained classes each, as ``--target topk:2`` writes them), predictions and folder
-labels, written with the store's own writer (:class:`camkit.runner.writer.PartWriter`, 500
-records per shard) — no model runs. Each store gets 256 small PNG source images (the first
+labels, and a stored "drop" per method (as ``camkit run --metric drop`` writes it), written with
+the store's own writer (:class:`camkit.runner.writer.PartWriter`, 500 records per shard) — no
+model runs. Each store gets 256 small PNG source images (the first
 records' keys), so the first page also draws originals.
 
 For each store, ``camkit view STORE --port 0`` runs in its own process (the numbers are that
@@ -12,8 +13,9 @@ process's alone), and the benchmark measures:
 * **first page (API)**: wall time of what the page asks first: ``/data/info.js``,
   ``/api/records?limit=24`` and the 24 x (1 image + 2 heatmaps) PNGs, over fresh connections,
   cold (first request to the server) and the median of 5 warm rounds;
-* **deep page (API)**: ``/api/records`` at the last page (``offset = records - 24``) with the
-  mistakes filter and sorted by confidence (the worst case of the SQL paging), median of 5;
+* **deep page (API)**: ``/api/records`` at the last page (``offset = records - 24``) sorted by
+  confidence, the same sorted by the stored metric, and a page of the mistakes filter (the worst
+  cases of the SQL paging), median of 5;
 * **server RSS**: the server's resident memory (``VmRSS`` of ``/proc/PID/status``) after start-up,
   after the first page, and its peak (``VmHWM``) after the deep pages and a 64-record method
   agreement table;
@@ -68,6 +70,7 @@ def write_store(path: Path, count: int, seed: int = 0) -> Path:
         "layer": ["bn2"],
         "target": "topk:2",
         "dtype": "float16",
+        "metrics": ["drop"],
         "preprocess": {"resize": 64, "crop": 64, "mean": [0.5] * 3, "std": [0.5] * 3},
     }
     info = {"categories": CLASSES, "classes": CLASSES, "root": images.as_posix()}
@@ -81,9 +84,9 @@ def write_store(path: Path, count: int, seed: int = 0) -> Path:
                 top = label if rng.random() < 0.8 else (label + 1) % len(CLASSES)
                 key = f"{CLASSES[label]}/{i:07d}.png"
                 p = 0.3 + 0.7 * rng.random()
-                rows.append(
-                    RecordRow(key, label, [top, (top + 1) % 4], [(top, p), ((top + 1) % 4, (1 - p) / 2)], 64, 64)
-                )
+                pred = [(top, p), ((top + 1) % 4, (1 - p) / 2)]
+                drops = {m: {"drop": round(100 * rng.random(), 3)} for m in METHODS}
+                rows.append(RecordRow(key, label, [top, (top + 1) % 4], pred, 64, 64, drops))
                 bumps = []
                 for _ in range(len(METHODS) * 2):
                     cy, cx = rng.uniform(0, SIDE - 1, 2)
@@ -136,6 +139,8 @@ def deep_page(port: int, total: int) -> float:
     page = json.loads(get(port, f"/api/records?limit={PAGE}&offset={max(0, total - PAGE)}&sort=confidence&order=desc"))
     json.loads(get(port, "/api/records?limit=24&offset=100&show=mistakes"))
     assert page["total"] == total
+    last = f"/api/records?limit={PAGE}&offset={max(0, total - PAGE)}&sort=metric&metric=gradcam%3Adrop&order=desc"
+    assert json.loads(get(port, last))["records"][-1]["metrics"]["gradcam"]["drop"] is not None
     return time.perf_counter() - tick
 
 

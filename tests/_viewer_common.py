@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -20,8 +22,10 @@ CLASSES = ["cat", "dog"]
 METHODS = ("gradcam", "layercam")
 
 
-def options(methods: Sequence[str] = METHODS, target: str = "topk:2", side: int = 32) -> dict[str, object]:
-    return {
+def options(
+    methods: Sequence[str] = METHODS, target: str = "topk:2", side: int = 32, metrics: bool = False
+) -> dict[str, object]:
+    return ({"metrics": ["drop"]} if metrics else {}) | {
         "source": "folder:/synthetic",
         "model": "synthetic",
         "weights": "0",
@@ -43,6 +47,21 @@ RECORDS = [
     ("dog/005.png", 1, 1),
     ("loose.png", None, 2),  # no label
 ]
+
+
+#: with ``write_store(..., metrics=True)``: each record's stored "drop" per method, in RECORDS order (None: not finite)
+DROPS = {
+    "gradcam": [0.3, 0.9, 0.1, 0.7, 0.5, 0.2, None],
+    "layercam": [0.6, 0.1, 0.4, 0.2, 0.8, 0.3, 0.5],
+}
+
+
+def sorted_by_drop(method: str, descending: bool = False) -> list[str]:
+    """The keys in the order of ``method``'s drop (no value: lowest), ties by name, as the viewer sorts."""
+    values = {key: DROPS[method][i] for i, (key, _, _) in enumerate(RECORDS)}
+    low = float("-inf")
+    shown = {k: low if v is None else v for k, v in values.items()}
+    return sorted(shown, key=lambda k: (-shown[k] if descending else shown[k], k))
 
 
 SIDE = 7
@@ -74,21 +93,25 @@ def write_store(
     parts: int = 1,
     methods: Sequence[str] = METHODS,
     seed: int = 0,
+    metrics: bool = False,
 ) -> Path:
     """A store of ``records`` with synthetic 7x7 maps (two explained classes each), over ``parts`` ranks.
 
-    With ``root``, a 32x32 PNG per record is written there (the run's source folder).
+    With ``root``, a 32x32 PNG per record is written there (the run's source folder). With
+    ``metrics``, each record stores a "drop" per method (:data:`DROPS`), as ``camkit run --metric drop``.
     """
     rng = np.random.default_rng(seed)
     info = {"categories": CATEGORIES, "classes": CLASSES, "root": None if root is None else root.as_posix()}
-    prepare_store(path, options(methods), info, overwrite=False)
+    prepare_store(path, options(methods, metrics=metrics), info, overwrite=False)
+    position = {key: i for i, (key, _, _) in enumerate(RECORDS)}
     for rank in range(parts):
         mine = [r for i, r in enumerate(records) if i % parts == rank]
         rows = []
         for key, label, top in mine:
             others = [c for c in range(len(CATEGORIES)) if c != top]
             pred = [(top, 0.5 + 0.4 * rng.random()), (others[0], 0.05), (others[1], 0.01)]
-            rows.append(RecordRow(key, label, [top, others[0]], pred, 32, 32))
+            scores = {m: {"drop": DROPS[m][position[key]]} for m in methods} if metrics else None
+            rows.append(RecordRow(key, label, [top, others[0]], pred, 32, 32, scores))
             if root is not None:
                 file = root / key
                 file.parent.mkdir(parents=True, exist_ok=True)
@@ -112,3 +135,12 @@ def serving(path: Path) -> Iterator[ViewerServer]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def page_data(page: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The summary and the records that a one-file page (a report, ``source_page``) carries inline."""
+    start = page.index("<script>window.CAMKIT_VIEW = ") + len("<script>window.CAMKIT_VIEW = ")
+    end = page.index("</script>", start)
+    info_text, chunks_text = page[start:end].split(";\nwindow.CAMKIT_VIEW_CHUNKS = ", 1)
+    chunks = json.loads(chunks_text.strip().removesuffix(";"))
+    return json.loads(info_text), chunks[0]

@@ -1,4 +1,7 @@
-"""The HTML report, end to end in headless Chromium: the page loads, every image renders, no console errors.
+"""The HTML report (the viewer's page in one file), end to end in headless Chromium.
+
+The page loads, its script draws every image and method, the metrics and the sanity verdicts show,
+sorting by a metric reorders the rows, nothing is requested from the network, and the console is clean.
 
 Chromium is driven through the DevTools protocol over ``--remote-debugging-pipe`` (JSON messages
 ended by NUL bytes on fds 3 and 4), so the test needs no Python package and no chromedriver, and
@@ -166,25 +169,51 @@ def synthetic_rows() -> list[ReportRow]:
 
 
 PAGE_STATE = """(async () => {
-    const images = Array.from(document.images);
+    const deadline = Date.now() + 20000;
+    while (window.camkitView && document.body.getAttribute("data-loading") !== "0" && Date.now() < deadline) {
+        await new Promise(resolve => setTimeout(resolve, 20));
+    }
+    const images = Array.from(document.images).filter(img => img.getAttribute("src"));
     await Promise.all(images.map(img => img.decode().catch(() => null)));
-    const heading = document.querySelector("h1");
-    const card = document.querySelector("article h2");
+    const rows = Array.from(document.querySelectorAll("#grid-body tr"));
+    const text = id => (document.getElementById(id) || {}).textContent;
     return {
         title: document.title,
-        heading: heading && heading.textContent,
-        cardTitle: card && card.textContent,
-        scripts: document.scripts.length,
-        captions: Array.from(document.querySelectorAll("figcaption"), f => f.textContent),
-        tables: document.querySelectorAll("table").length,
+        heading: text("title"),
+        subtitle: text("subtitle"),
+        names: rows.map(r => r.querySelector(".name").textContent),
+        predicted: rows.map(r => (r.querySelector(".top") || {}).textContent || null),
+        heads: Array.from(document.querySelectorAll("#grid-head th"), th => th.textContent),
+        scores: rows.map(r => Array.from(r.querySelectorAll("td.map"),
+                                         td => Array.from(td.querySelectorAll(".score"), s => s.textContent))),
+        summaryShown: !!document.getElementById("summary") && !document.getElementById("summary").hidden,
+        summary: Array.from(document.querySelectorAll("#summary-table tr"),
+                            tr => Array.from(tr.cells, c => c.textContent)),
+        summaryNote: text("summary-note"),
+        sorts: Array.from((document.getElementById("sort") || {options: []}).options, o => o.textContent),
+        injected: document.querySelectorAll("b, img[onerror]").length,
         images: images.map(img => ({complete: img.complete, width: img.naturalWidth,
                                     shown: img.getBoundingClientRect().width, src: img.src.slice(0, 22)})),
     };
 })()"""
 
 
-def open_page(browser: DevTools, page: Path) -> tuple[dict[str, Any], list[Any], list[str]]:
-    """Load ``page`` in a new tab; return its state, its console errors and the URLs it requested."""
+SORT_BY = """(async () => {
+    const select = document.getElementById("sort");
+    select.value = %s;
+    select.dispatchEvent(new Event("change", {bubbles: true}));
+    await new Promise(resolve => setTimeout(resolve, 50));
+    while (document.body.getAttribute("data-loading") !== "0") { await new Promise(r => setTimeout(r, 20)); }
+    return Array.from(document.querySelectorAll("#grid-body tr .name"), n => n.textContent);
+})()"""
+
+
+def open_page(browser: DevTools, page: Path, sort: str | None = None) -> tuple[dict[str, Any], list[Any], list[str]]:
+    """Load ``page`` in a new tab; return its state, its console errors and the URLs it requested.
+
+    With ``sort`` (a value of the sort menu), the state also holds ``sorted``: the row names after
+    choosing it.
+    """
     target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
     session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
     for domain in ("Page", "Runtime", "Log", "Network"):
@@ -195,6 +224,14 @@ def open_page(browser: DevTools, page: Path) -> tuple[dict[str, Any], list[Any],
         "Runtime.evaluate", {"expression": PAGE_STATE, "awaitPromise": True, "returnByValue": True}, session=session
     )
     assert "exceptionDetails" not in reply, reply
+    state = reply["result"]["value"]
+    if sort is not None:
+        expression = SORT_BY % json.dumps(sort)
+        answer = browser.call(
+            "Runtime.evaluate", {"expression": expression, "awaitPromise": True, "returnByValue": True}, session=session
+        )
+        assert "exceptionDetails" not in answer, answer
+        state["sorted"] = answer["result"]["value"]
     events = [e for e in browser.events if e.get("sessionId") == session]
     browser.call("Target.closeTarget", {"targetId": target})
     errors = [
@@ -205,19 +242,25 @@ def open_page(browser: DevTools, page: Path) -> tuple[dict[str, Any], list[Any],
         or e.get("method") == "Runtime.exceptionThrown"
     ]
     requested = [e["params"]["request"]["url"] for e in events if e.get("method") == "Network.requestWillBeSent"]
-    return reply["result"]["value"], errors, requested
+    return state, errors, requested
 
 
 def test_report_renders_in_chromium(browser: DevTools, tmp_path: Path) -> None:
     page = write_report(tmp_path / "out" / "report.html", synthetic_rows(), title="Browser <test>")
-    state, errors, requested = open_page(browser, page)
+    state, errors, requested = open_page(browser, page, sort="metric=gradcam:drop:asc")
 
     assert state["title"] == "Browser <test>" == state["heading"]
-    assert state["cardTitle"] == "cat <b>one</b>.jpg"  # escaped: shown as text, not markup
-    assert state["scripts"] == 0
-    assert state["captions"] == ["input", "gradcam", "layercam"] * 2
-    assert state["tables"] == 2  # the summary and the first image's metrics
-    assert len(state["images"]) == 1 + 2 * 3  # the colour scale + (input + 2 overlays) per image
+    assert state["names"] == ["cat <b>one</b>.jpg", "dog.png"]  # as given; escaped: text, not markup
+    assert state["injected"] == 0
+    assert state["predicted"] == ["predicted: tabby & co 81.0%", "predicted: golden retriever 50.0%"]
+    assert state["heads"] == ["image", "input", "gradcam", "layercam"]
+    assert state["scores"] == [[["drop 12.5", "increase 0.4"], ["drop 9.75"]], [[], []]]
+    assert state["summaryShown"]
+    assert state["summary"][0] == ["method", "drop", "increase"]
+    assert state["summary"][1:] == [["gradcam", "12.5", "0.4"], ["layercam", "9.75", "–"]]
+    assert "gradcam drop, low first" in state["sorts"]
+    assert state["sorted"] == ["dog.png", "cat <b>one</b>.jpg"]  # no value sorts as -infinity: first
+    assert len(state["images"]) == 1 + 2 * (1 + 2 * 2)  # the scale + per image: input, (input + heat) per method
     for image in state["images"]:
         assert image["complete"], image
         assert image["width"] > 0, image
@@ -253,11 +296,15 @@ def test_cli_report_of_the_bundled_photos_renders(browser: DevTools, tmp_path: P
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout
-    state, errors, requested = open_page(browser, page)
-    assert state["captions"] == ["input", "gradcam", "eigencam"] * 2
-    assert state["tables"] == 1 + 2  # the metrics summary and one metrics table per image
-    assert len(state["images"]) == 1 + 2 * 3
+    state, errors, requested = open_page(browser, page, sort="metric=gradcam:deletion ↓:desc")
+    assert state["names"] == ["chelsea.png", "coffee.png"]
+    assert state["heads"] == ["image", "input", "gradcam", "eigencam"]
+    assert [len(cells) for cells in state["scores"]] == [2, 2]
+    assert all(len(scores) == 4 for cells in state["scores"] for scores in cells)  # drop, increase, deletion, insertion
+    assert [row[0] for row in state["summary"]] == ["method", "gradcam", "eigencam"]
+    assert sorted(state["sorted"]) == ["chelsea.png", "coffee.png"]
+    assert len(state["images"]) == 1 + 2 * (1 + 2 * 2)
     assert all(image["complete"] and image["width"] > 0 for image in state["images"])
     assert errors == []
     assert all(url.split(":", 1)[0] in {"file", "data", "about"} for url in requested), requested
-    assert "espresso" in page.read_text()
+    assert any("espresso" in text for text in state["predicted"])

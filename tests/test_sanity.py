@@ -15,6 +15,7 @@ from torch import Tensor, nn
 import camkit
 import camkit.cli
 import camkit.sanity._checks
+from _viewer_common import page_data
 from camkit.explanation import open_image
 from camkit.models import LoadedModel, Preprocess, load_model
 from camkit.sanity import (
@@ -386,12 +387,17 @@ def test_report_sanity_column(same_model, tmp_path, capsys) -> None:
     page = tmp_path / "report.html"
     args = ["report", str(ASSETS / "chelsea.png"), "--method", "gradcam", "--metrics-steps", "0", "--quiet"]
     assert camkit.cli.main([*args, "--out", str(page), "--sanity"]) == 0, capsys.readouterr().err
-    text = page.read_text()
-    assert text.count("sanity (randomised model)") == 2  # the summary and the image's table
-    assert text.count('<strong style="color:#1b7f3b">pass</strong> ρ 0.00') == 2
-    assert "Adebayo" in text
+    info, records = page_data(page.read_text())
+    assert info["summary"]["sanity_header"] == "sanity (randomised model)"
+    verdict = info["summary"]["sanity"]["gradcam"]
+    assert verdict["passed"] is True
+    assert round(verdict["similarity"]["ρ"], 2) == 0.0
+    assert records[0]["sanity"] == info["summary"]["sanity"]  # one image: its verdict is the mean's
+    assert "Adebayo" in info["summary"]["note"]
     assert camkit.cli.main([*args, "--out", str(tmp_path / "plain.html")]) == 0
-    assert "sanity" not in (tmp_path / "plain.html").read_text()
+    plain, rows = page_data((tmp_path / "plain.html").read_text())
+    assert rows[0]["sanity"] == {}
+    assert plain["summary"] == {"note": "No metrics were computed for this report."}
 
 
 def test_render_report_sanity_cells() -> None:
@@ -405,9 +411,13 @@ def test_render_report_sanity_cells() -> None:
         sanity={"gradcam": SanityCell(True, {"ρ": 0.01}), "layercam": SanityCell(False, {"ρ": 0.61, "<b>": 1.0})},
     )
     page = render_report([row, row], sanity={"gradcam": SanityCell(True, {"ρ": 0.01})}, sanity_note="what it means")
-    assert page.count('<strong style="color:#b02a37">fail</strong> ρ 0.61 &lt;b&gt; 1.00') == 2
-    assert "what it means" in page
-    assert "&ndash;" in page  # layercam has no drop metric, and no summary verdict
+    info, records = page_data(page)
+    assert "<b>" not in page  # JSON-escaped in the data, set as text by the page
+    assert [r["sanity"]["layercam"] for r in records] == [{"passed": False, "similarity": {"ρ": 0.61, "<b>": 1.0}}] * 2
+    assert SanityCell(False, {"ρ": 0.61, "<b>": 1.0}).text() == "fail ρ 0.61 <b> 1.00"  # as the page shows it
+    assert info["summary"]["note"] == "what it means"
+    assert info["summary"]["methods"] == ["gradcam"]  # layercam has no metric and no summary verdict
+    assert "layercam" not in records[0]["metrics"]  # its row in the image's table shows a dash
     with pytest.raises(TypeError, match="SanityCell"):
         ReportRow("a.png", image, [], {}, sanity={"gradcam": 0.5})  # type: ignore[dict-item]
     with pytest.raises(TypeError, match="sanity must map"):

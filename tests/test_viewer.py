@@ -20,8 +20,8 @@ from camkit.cli import main
 from camkit.runner.writer import PartWriter, RecordRow
 from camkit.viewer import ExplainSource, Filters, StoreSource, agreement, export_site, open_source, spearman
 from camkit.viewer._server import api_url
-from camkit.viewer._source import heatmap_png
 from camkit.viz.colormaps import apply_colormap
+from camkit.viz.page import heatmap_png
 
 KEYS = sorted(key for key, _, _ in RECORDS)
 

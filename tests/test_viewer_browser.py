@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from _viewer_common import RECORDS, XSS, serving, write_store
+from _viewer_common import RECORDS, XSS, serving, sorted_by_drop, write_store
 from camkit.viewer import export_site, open_source, source_page
 from test_report_browser import DevTools, chromium_path
 
@@ -30,6 +30,17 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevTools]:
         yield devtools
     finally:
         devtools.close()
+
+
+#: wait until the images that can show have decoded: in a scrolling list, those in its box (the others are
+#: lazy and never load), each at most 5 s
+SHOWN_DECODED = """Promise.all(Array.from(document.images).filter(i => {
+  if (!i.src) { return false; }
+  const box = i.closest('.scroller');
+  if (!box) { return true; }
+  const r = i.getBoundingClientRect(), b = box.getBoundingClientRect();
+  return r.bottom > b.top && r.top < b.bottom && r.top < innerHeight;
+}).map(i => Promise.race([i.decode().catch(() => null), new Promise(done => setTimeout(done, 5000))])))"""
 
 
 class Tab:
@@ -65,7 +76,7 @@ class Tab:
         while self.run("document.body.getAttribute('data-loading')") != "0":
             assert time.monotonic() < deadline, "the page did not finish loading"
             time.sleep(0.05)
-        self.run("Promise.all(Array.from(document.images).filter(i => i.src).map(i => i.decode().catch(() => null)))")
+        self.run(SHOWN_DECODED)
 
     def events(self) -> list[dict[str, Any]]:
         return [e for e in self.browser.events if e.get("sessionId") == self.session]
@@ -93,7 +104,7 @@ class Tab:
 
 
 READ = """(() => {
-  const rows = Array.from(document.querySelectorAll('#grid-body tr'));
+  const rows = Array.from(document.querySelectorAll('#grid-body tr:not(.spacer)'));
   const detail = document.getElementById('detail');
   const pressed = id => Array.from(document.querySelectorAll('#' + id + ' button[aria-pressed=true]'),
                                    b => b.textContent);
@@ -126,6 +137,29 @@ def set_value(tab: Tab, element: str, value: str, event: str = "change") -> None
     )
     time.sleep(0.05)
     tab.settle()
+
+
+def sort_by_metric(tab: Tab) -> None:
+    """A store with a stored metric: the values under the maps, the sort menu's choices, and sorting by one."""
+    choices = tab.run("Array.from(document.getElementById('sort').options, o => o.value)")
+    assert [c for c in choices if c.startswith("metric=")] == [
+        "metric=gradcam:drop:desc",
+        "metric=gradcam:drop:asc",
+        "metric=layercam:drop:desc",
+        "metric=layercam:drop:asc",
+    ]
+    set_value(tab, "sort", "metric=gradcam:drop:desc")
+    assert tab.run(READ)["names"] == sorted_by_drop("gradcam", descending=True)
+    set_value(tab, "sort", "metric=layercam:drop:asc")
+    assert tab.run(READ)["names"] == sorted_by_drop("layercam")
+    scores = tab.run(
+        "Array.from(document.querySelectorAll('#grid-body tr'), r => Array.from(r.querySelectorAll('td.map .score'),"
+        " s => s.textContent))"
+    )
+    assert scores[0] == ["drop 0.9", "drop 0.1"]  # cat/002.png: the lowest layercam drop
+    summary = tab.run("Array.from(document.querySelectorAll('#summary-table td'), c => c.textContent)")
+    assert summary == ["0.45", "0.4143"]  # the means over the records with a value
+    set_value(tab, "sort", "name:desc")
 
 
 def exercise(tab: Tab) -> dict[str, Any]:
@@ -199,6 +233,8 @@ def exercise(tab: Tab) -> dict[str, Any]:
     set_value(tab, "page-size", "12")
     set_value(tab, "sort", "name:desc")
     assert tab.run(READ)["names"] == keys[::-1]
+    if tab.run("(window.CAMKIT_VIEW.metrics || []).length"):
+        sort_by_metric(tab)
 
     # the agreement table
     tab.run("document.getElementById('agreement-button').click()")
@@ -214,13 +250,14 @@ def exercise(tab: Tab) -> dict[str, Any]:
 
 
 def test_served_page(browser: DevTools, tmp_path: Path) -> None:
-    store = write_store(tmp_path / "store", root=tmp_path / "images", parts=2)
+    store = write_store(tmp_path / "store", root=tmp_path / "images", parts=2, metrics=True)
     with serving(store) as server:
         tab = Tab(browser, server.url)
         try:
             exercise(tab)
             assert tab.errors() == []
-            assert all(url.startswith(server.url) for url in tab.requested()), tab.requested()
+            requested = tab.requested()  # this server, and the colour scale inline
+            assert all(url.startswith((server.url, "data:image/png;base64,")) for url in requested), requested
         finally:
             tab.close()
 
@@ -250,7 +287,7 @@ def test_served_page_shows_new_records_on_reload(browser: DevTools, tmp_path: Pa
 
 
 def test_exported_folder_from_file_url(browser: DevTools, tmp_path: Path) -> None:
-    store = write_store(tmp_path / "store", root=tmp_path / "images")
+    store = write_store(tmp_path / "store", root=tmp_path / "images", metrics=True)
     out = tmp_path / "site"
     assert export_site(open_source(store), out) == len(RECORDS)
     tab = Tab(browser, (out / "index.html").as_uri())
@@ -264,7 +301,7 @@ def test_exported_folder_from_file_url(browser: DevTools, tmp_path: Path) -> Non
 
 def test_single_file_page(browser: DevTools, tmp_path: Path) -> None:
     """The page as one HTML file (what `camkit report` can become): the same clicks, no other file."""
-    store = write_store(tmp_path / "store", root=tmp_path / "images")
+    store = write_store(tmp_path / "store", root=tmp_path / "images", metrics=True)
     page = tmp_path / "one.html"
     page.write_text(source_page(open_source(store)), encoding="utf-8")
     tab = Tab(browser, page.as_uri())
@@ -334,3 +371,171 @@ def test_cli_run_then_view_of_the_bundled_photos(browser: DevTools, tmp_path: Pa
             assert tab.errors() == []
         finally:
             tab.close()
+
+
+def test_layer_switch(browser: DevTools, tmp_path: Path) -> None:
+    """A store of `camkit run --layer-maps`: the layer menu swaps every map of the grid and the detail panel."""
+    import camkit
+    from _runner_common import make_images, tiny_net
+    from camkit.models import LoadedModel, Preprocess
+
+    make_images(tmp_path / "images", 3)
+    model = LoadedModel(tiny_net(), "tiny", Preprocess(32, 32), categories=None, target_layer="2")
+    store = tmp_path / "store"
+    camkit.run(tmp_path / "images", store, ["gradcam"], model, layer=["0", "2"], layer_maps=True, workers=0)
+    with serving(store) as server:
+        tab = Tab(browser, server.url)
+        try:
+            options = tab.run("Array.from(document.getElementById('layer').options, o => o.value)")
+            assert options == ["", "0", "2"]
+            assert not tab.run("document.getElementById('layer-choice').hidden")
+            heat = "Array.from(document.querySelectorAll('#grid-body img.heat'), i => i.getAttribute('src'))"
+            assert not any("layer=" in src for src in tab.run(heat))
+            tab.run("document.querySelector('#grid-body tr td.map').click()")
+            set_value(tab, "layer", "0")
+            sources = tab.run(heat)
+            assert len(sources) == 3
+            assert all(src.endswith("&layer=0") for src in sources)
+            state = tab.run(READ)
+            assert all(image["ok"] for image in state["images"])
+            assert state["heatSrc"].endswith("&layer=0")
+            assert state["caption"].startswith("gradcam at 0 · ")
+            assert tab.errors() == []
+        finally:
+            tab.close()
+
+
+SCROLL_STATE = """(() => {
+  const wrap = document.getElementById('grid-wrap');
+  const rows = Array.from(document.querySelectorAll('#grid-body tr'));
+  const held = rows.filter(r => !r.classList.contains('spacer'));
+  return {
+    rows: held.length,
+    names: held.map(r => r.querySelector('.name').textContent),
+    spacers: rows.filter(r => r.classList.contains('spacer')).map(r => r.getBoundingClientRect().height),
+    height: held.reduce((sum, r) => sum + r.getBoundingClientRect().height, 0),
+    scrollHeight: wrap.scrollHeight,
+    pagerHidden: document.querySelector('.pager').hidden,
+  };
+})()"""
+
+
+def test_scrolling_list_holds_a_window_of_rows(browser: DevTools, tmp_path: Path) -> None:
+    """ "all, scrolling": a virtual list; scrolling to the end shows the last records with a bounded page."""
+    records = [(f"cat/{i:04d}.png", 0, i % 3) for i in range(400)]
+    store = write_store(tmp_path / "store", records, root=tmp_path / "images")
+    with serving(store) as server:
+        tab = Tab(browser, server.url)
+        try:
+            set_value(tab, "page-size", "scroll")
+            state = tab.run(SCROLL_STATE)
+            assert state["pagerHidden"]
+            assert state["rows"] == 80
+            assert state["names"][0] == "cat/0000.png"
+            mean = state["height"] / state["rows"]
+            assert state["spacers"][0] < 2
+            assert abs(state["spacers"][1] - 320 * mean) < 2
+            tab.run("document.querySelector('#grid-body tr:not(.spacer) td.map').click()")
+            for _ in range(3):  # scroll to the end (each answer may move the spacers): the last records load
+                tab.run("(() => { const w = document.getElementById('grid-wrap'); w.scrollTop = w.scrollHeight; })()")
+                time.sleep(0.3)
+                tab.settle()
+            state = tab.run(SCROLL_STATE)
+            assert state["rows"] == 80
+            assert state["names"][-1] == "cat/0399.png"
+            assert abs(state["spacers"][0] - 320 * mean) < 2
+            assert state["spacers"][1] < 2
+            assert abs(state["scrollHeight"] - 400 * mean) < 0.05 * 400 * mean  # the head row besides
+            assert tab.run(READ)["detailTitle"] == "cat/0000.png"  # the opened image stays open
+            set_value(tab, "page-size", "24")
+            state = tab.run(SCROLL_STATE)
+            assert state["rows"] == 24
+            assert not state["pagerHidden"]
+            assert tab.errors() == []
+        finally:
+            tab.close()
+
+
+SANITY_READ = """(() => {
+  const badge = b => b ? {text: b.textContent, title: b.getAttribute('title'), cls: b.className} : null;
+  return {
+    heads: Array.from(document.querySelectorAll('#grid-head th'),
+                      th => [th.querySelector('.method-name') ? th.querySelector('.method-name').textContent
+                                                              : th.textContent, badge(th.querySelector('.badge'))]),
+    switch: Array.from(document.querySelectorAll('#detail-methods button'),
+                       b => [b.getAttribute('data-value'), badge(b.querySelector('.badge'))]),
+    summary: Array.from(document.querySelectorAll('#summary-table tbody tr'),
+                        r => Array.from(r.children, c => c.textContent)),
+    note: document.getElementById('summary-note').textContent,
+    injected: document.querySelectorAll('img[src="x"], img[onerror]').length,
+  };
+})()"""
+
+
+def test_sanity_badges(browser: DevTools, tmp_path: Path) -> None:
+    """`camkit run --sanity`: each method's verdict as a badge by its name (grid header, method switch), in the
+    served page, the exported folder and the single page; the image names of the check shown as text."""
+    import shutil
+
+    import camkit
+    from _runner_common import make_images, tiny_net
+    from camkit.models import LoadedModel, Preprocess
+
+    images = tmp_path / "images"
+    make_images(images, 5)
+    shutil.copy(images / "cat/000.png", images / f"cat/{XSS}")  # among the check's images
+    model = LoadedModel(tiny_net(), "tiny", Preprocess(32, 32), categories=None, target_layer="2")
+    store = tmp_path / "store"
+    camkit.run(images, store, ["gradcam", "layercam"], model, sanity=True, workers=0, progress=False)
+    verdicts = camkit.open_store(store).sanity
+    assert f"cat/{XSS}" in verdicts["images"]
+    info = open_source(store).info()
+    expected = [
+        [
+            m,
+            {
+                "text": f"sanity {'pass' if v['passed'] else 'fail'}",
+                "title": info["sanity"][m]["title"],
+                "cls": f"badge sanity {'pass' if v['passed'] else 'fail'}",
+            },
+        ]
+        for m, v in verdicts["methods"].items()
+    ]
+
+    def check(tab: Tab) -> None:
+        state = tab.run(SANITY_READ)
+        assert state["heads"] == [["image", None], ["input", None], *expected]
+        assert "SSIM" in state["heads"][2][1]["title"]
+        tab.run("document.querySelector('#grid-body tr td.map[data-method=layercam]').click()")
+        tab.settle()
+        state = tab.run(SANITY_READ)
+        assert state["switch"] == expected
+        rows = state["summary"]
+        assert [row[0] for row in rows] == ["gradcam", "layercam"]
+        assert [row[-1].split(" ")[0] for row in rows] == [
+            "pass" if verdicts["methods"][m]["passed"] else "fail" for m in ("gradcam", "layercam")
+        ]
+        assert f"cat/{XSS}" in state["note"]
+        assert state["injected"] == 0
+        assert tab.errors() == []
+
+    with serving(store) as server:
+        tab = Tab(browser, server.url)
+        try:
+            check(tab)
+        finally:
+            tab.close()
+    out = tmp_path / "site"
+    export_site(open_source(store), out)
+    tab = Tab(browser, (out / "index.html").as_uri())
+    try:
+        check(tab)
+    finally:
+        tab.close()
+    page = tmp_path / "one.html"
+    page.write_text(source_page(open_source(store)), encoding="utf-8")
+    tab = Tab(browser, page.as_uri())
+    try:
+        check(tab)
+    finally:
+        tab.close()

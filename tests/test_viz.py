@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from _viewer_common import page_data
 from camkit.viz import (
     ReportRow,
     apply_colormap,
@@ -341,23 +342,32 @@ def test_strip_of_1d_maps() -> None:
 class PageParser(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__()
-        self.images: list[dict[str, str | None]] = []
         self.tags: list[str] = []
-        self.text: list[str] = []
+        self.scripts: list[str] = []
+        self.attrs: list[dict[str, str | None]] = []
+        self._in_script = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append(tag)
-        if tag == "img":
-            self.images.append(dict(attrs))
+        self.attrs.append(dict(attrs))
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
 
     def handle_data(self, data: str) -> None:
-        self.text.append(data)
+        if self._in_script:
+            self.scripts.append(data)
 
 
 def parse(page: str) -> PageParser:
     parser = PageParser()
     parser.feed(page)
     return parser
+
+
+def decoded(uri: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
 
 
 def report_rows() -> list[ReportRow]:
@@ -373,60 +383,75 @@ def report_rows() -> list[ReportRow]:
     ]
 
 
-def test_report_is_self_contained_escaped_and_complete() -> None:
+def test_report_is_the_viewer_page_self_contained_escaped_and_complete() -> None:
+    from camkit.viz.page import static_file
+
     page = render_report(report_rows(), title="T <1>", subtitle="model & weights")
     parsed = parse(page)
-    assert "script" not in parsed.tags
-    assert "<script" not in page
-    assert "&lt;script&gt;" in page
-    assert "T &lt;1&gt;" in page
-    assert "model &amp; weights" in page
-    assert "tabby &lt;cat&gt;" in page
+    # the viewer's page: its script and stylesheet inline, nothing loaded by URL
+    assert static_file("viewer.js").decode() in parsed.scripts
+    assert not [a for a in parsed.attrs if a.get("src") and not str(a["src"]).startswith("data:")]
+    assert "link" not in parsed.tags or all(a.get("rel") == "icon" for a in parsed.attrs if "rel" in a)
+    policy = next(a["content"] for a in parsed.attrs if a.get("http-equiv") == "Content-Security-Policy")
+    assert "default-src 'none'" in str(policy)
+    assert "img-src data:" in str(policy)
+    assert "unsafe-inline" not in str(policy)
     assert "http://" not in page
     assert "https://" not in page
-    assert "Content-Security-Policy" in page
-    # the colour scale, then per image the input and one overlay per method
-    assert len(parsed.images) == 1 + (1 + 2) + (1 + 1)
-    for image in parsed.images:
-        src = image["src"] or ""
-        assert src.startswith("data:image/png;base64,")
-        decoded = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
-        assert decoded.format == "PNG"
-        assert decoded.size == (int(image["width"] or 0), int(image["height"] or 0))
-    assert max(int(image["width"] or 0) for image in parsed.images[1:]) == 320  # 500 px shrunk to fit
-    text = " ".join(parsed.text)
-    assert "83.1%" in text
-    assert "10.0%" in text
-    assert "16.25" not in text
-    assert "Mean over the 1 image with metrics" in text
-    assert "12.5" in text
-    assert "0.25" in text
+    # user strings never appear as markup: escaped in the title, JSON-escaped in the data
+    assert '<script>alert("x")' not in page
+    assert "<title>T &lt;1&gt;</title>" in page
+    info, records = page_data(page)
+    assert info["title"] == "T <1>"
+    assert info["subtitle"].startswith("model & weights; colormap jet, image weight 0.5")
+    assert info["methods"] == ["gradcam", "layercam"]
+    assert info["metrics"] == ["gradcam:drop", "gradcam:increase", "layercam:drop"]
+    assert info["opacity"] == 0.5
+    assert decoded(info["legend"]).size == (256, 1)
+    # every image and method: the input and one heat layer per map, PNGs of the shown size
+    assert [r["key"] for r in records] == ['a <script>alert("x")</script>.jpg', "b.png"]
+    assert records[0]["pred"] == [[None, 0.8312, "tabby <cat>"], [None, pytest.approx(0.1), "tiger & cat"]]
+    assert set(records[0]["maps"]) == {"gradcam", "layercam"}
+    assert set(records[1]["maps"]) == {"gradcam"}
+    for record in records:
+        image = decoded(record["image"])
+        assert image.format == "PNG"
+        assert [image.height, image.width] == record["size"]
+        for uris in record["maps"].values():
+            assert decoded(uris[0]).size == image.size
+    assert decoded(records[1]["image"]).size == (320, 256)  # 500 px shrunk to fit
+    assert records[0]["metrics"] == {"gradcam": {"drop": 12.5, "increase": 0.25}, "layercam": {"drop": 10.0}}
+    summary = info["summary"]
+    assert summary["caption"] == "Mean over the 1 image with metrics (non-finite values left out)"
+    assert summary["values"]["gradcam"] == {"drop": 12.5, "increase": 0.25}
 
 
-def test_report_overlays_are_overlay_mask() -> None:
+def test_report_heat_layers_over_the_input_are_overlay_mask() -> None:
     row = report_rows()[0]
-    parsed = parse(render_report([row], alpha=0.3))
-    src = parsed.images[2]["src"] or ""
-    shown = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
-    assert np.array_equal(pixels(shown), pixels(overlay_mask(row.image, row.maps["gradcam"], alpha=0.3)))
+    _, records = page_data(render_report([row], alpha=0.3))
+    heat = decoded(records[0]["maps"]["gradcam"][0]).convert("RGB")
+    image = decoded(records[0]["image"]).convert("RGB")
+    # the page draws the heat layer over the input with opacity 1 - alpha: overlay_mask's blend
+    blended = Image.blend(heat, image, 0.3)
+    assert np.array_equal(pixels(blended), pixels(overlay_mask(row.image, row.maps["gradcam"], alpha=0.3)))
 
 
 def test_report_jpeg_images() -> None:
-    parsed = parse(render_report(report_rows(), image_format="jpeg"))
-    sources = [image["src"] or "" for image in parsed.images]
-    assert sources[0].startswith("data:image/png;base64,")  # the colour scale stays exact
-    assert all(src.startswith("data:image/jpeg;base64,") for src in sources[1:])
+    info, records = page_data(render_report(report_rows(), image_format="jpeg"))
+    assert info["legend"].startswith("data:image/png;base64,")  # the colour scale stays exact
+    assert all(r["image"].startswith("data:image/jpeg;base64,") for r in records)
+    assert all(u.startswith("data:image/png;base64,") for r in records for us in r["maps"].values() for u in us)
     with pytest.raises(ValueError, match="image_format must be one of 'png', 'jpeg', got 'gif'"):
         render_report(report_rows(), image_format="gif")
 
 
 def test_report_without_metrics_says_so() -> None:
     row = ReportRow("x.png", photo(32, 32), [], {})
-    page = render_report([row])
-    assert "No metrics were computed" in page
-    assert "No predictions" in page
-    assert "No maps" in page
-    assert "<table" not in page
+    info, records = page_data(render_report([row]))
+    assert info["summary"] == {"note": "No metrics were computed for this report."}
+    assert info["metrics"] == []
+    assert records[0]["pred"] == []
+    assert records[0]["maps"] == {}
 
 
 def test_write_report_creates_folders(tmp_path: Path) -> None:
@@ -463,7 +488,7 @@ def test_report_errors(build: Any, error: type, match: str) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_report_accepts_gpu_maps() -> None:
     row = ReportRow("g.png", photo(32, 32), [("a", 0.5)], {"gradcam": random_map().cuda()})
-    assert render_report([row]).count("<img") == 3
+    assert len(page_data(render_report([row]))[1][0]["maps"]["gradcam"]) == 1
 
 
 # --- layering ----------------------------------------------------------------------------------
@@ -486,8 +511,7 @@ def test_report_summary_leaves_out_non_finite_values_and_accepts_list_pairs() ->
         ReportRow("a", photo(16, 16), [["cat", 0.5]], {}, {"gradcam": {"drop": 1.0}}),  # type: ignore[list-item]
         ReportRow("b", photo(16, 16), [], {}, {"gradcam": {"drop": float("nan"), "auc": float("nan")}}),
     ]
-    text = " ".join(parse(render_report(rows)).text)
-    assert "Mean over the 2 images" in text
-    summary = text.split("Mean over", 1)[1].split("Metrics for this image", 1)[0]
-    assert "1" in summary.split()
-    assert "n/a" in summary.split()  # auc: no finite value at all
+    info, records = page_data(render_report(rows))
+    assert info["summary"]["caption"].startswith("Mean over the 2 images")
+    assert info["summary"]["values"]["gradcam"] == {"drop": 1.0, "auc": None}  # auc: no finite value at all
+    assert records[1]["metrics"]["gradcam"] == {"drop": None, "auc": None}  # shown as n/a

@@ -23,6 +23,9 @@ from camkit.registry import list_methods
 from camkit.runner.data import TARGET_HELP, parse_target
 from camkit.runner.export import check_out, export
 from camkit.runner.job import run
+from camkit.runner.sanity import SANITY_IMAGES
+from camkit.runner.scores import METRICS
+from camkit.sanity._checks import MODES
 
 __all__ = [
     "add_parsers",
@@ -189,6 +192,42 @@ def add_parsers(sub: Any) -> None:
     runner.add_argument("--overwrite", action="store_true", help="replace a store made with other options")
     runner.add_argument("--retry-failed", action="store_true", help="compute images that failed before again")
     runner.add_argument("--quiet", action="store_true", help="no progress line")
+    runner.add_argument(
+        "--metric",
+        action="append",
+        choices=list(METRICS),
+        default=[],
+        metavar="METRIC",
+        help="store a per-image metric of each method's map, repeatable, for `camkit view` to show and sort by: "
+        + ", ".join(f"{name} ({better} is better)" for name, better in METRICS.items())
+        + " (extra forwards per method: 1 for drop/increase, 16 for deletion or insertion)",
+    )
+    runner.add_argument(
+        "--layer-maps",
+        action="store_true",
+        help="also store each target layer's map on its own (a layer switch in camkit view; one more forward and "
+        "backward per layer)",
+    )
+    runner.add_argument(
+        "--sanity",
+        action="store_true",
+        help="also run the model-randomisation sanity check of each method on the first --sanity-images images "
+        "and store the verdicts, which camkit view shows next to the method names (one forward and backward "
+        "per randomised layer group; docs/sanity.md)",
+    )
+    runner.add_argument(
+        "--sanity-images",
+        type=positive_int,
+        default=SANITY_IMAGES,
+        metavar="N",
+        help=f"with --sanity: how many images the check reads (default: {SANITY_IMAGES})",
+    )
+    runner.add_argument(
+        "--sanity-mode",
+        choices=MODES,
+        default="cascading",
+        help="with --sanity: cascading (Adebayo et al.'s test) or independent randomisation (default: cascading)",
+    )
     add_option_argument(runner)
     exporter = sub.add_parser("export", help="write overlay PNGs for the records of a store")
     exporter.add_argument("store", type=Path, help="a store written by camkit run")
@@ -226,6 +265,11 @@ def run_command(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             retry_failed=args.retry_failed,
             progress=False if args.quiet else None,
+            metrics=args.metric,
+            layer_maps=args.layer_maps,
+            sanity=args.sanity,
+            sanity_images=args.sanity_images,
+            sanity_mode=args.sanity_mode,
             **dict(args.option),
         )
     except ValueError as error:

@@ -8,6 +8,7 @@ while the model runs, and commits one shard per batch to its own part of the sto
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
@@ -29,7 +30,10 @@ from camkit.runner.data import Batch, Items, Source, collate, dataset_source, fo
 from camkit.runner.dist import Ranks, setup_ranks
 from camkit.runner.maps import chooser
 from camkit.runner.report import RunReport
-from camkit.runner.writer import PartWriter, RecordRow, prepare_store, read_status
+from camkit.runner.sanity import SANITY_IMAGES, check_sanity, compute_sanity, sanity_settings, stored_sanity
+from camkit.runner.scores import check_metrics, score_maps
+from camkit.runner.store import read_meta
+from camkit.runner.writer import PartWriter, RecordRow, prepare_store, read_status, update_meta
 
 __all__ = ["check_device", "run"]
 
@@ -171,6 +175,11 @@ _KEYWORDS = (
     "overwrite",
     "retry_failed",
     "progress",
+    "metrics",
+    "layer_maps",
+    "sanity",
+    "sanity_images",
+    "sanity_mode",
 )
 
 
@@ -215,6 +224,11 @@ def run(
     overwrite: bool = False,
     retry_failed: bool = False,
     progress: bool | None = None,
+    metrics: Sequence[str] = (),
+    layer_maps: bool = False,
+    sanity: bool = False,
+    sanity_images: int = SANITY_IMAGES,
+    sanity_mode: str = "cascading",
     **options: Any,
 ) -> RunReport:
     """Explain every image of a folder or dataset into a store that :func:`camkit.open_store` reads back.
@@ -251,6 +265,22 @@ def run(
         overwrite: replace a store made with other options.
         retry_failed: compute the images recorded as failed again.
         progress: a progress line on rank 0 (default: when stderr is a terminal).
+        metrics: per-record metric values to store with the maps, of each method's map of the
+            first explained class: ``"drop"``, ``"increase"``, ``"deletion"``, ``"insertion"``
+            (:mod:`camkit.runner.scores`; ``camkit view`` shows them and sorts by them). Each costs
+            extra forwards; the store records the list (a resumed run must pass the same).
+        layer_maps: also store each method's map of each of its target layers on its own (for a
+            method of several layers the store holds the reduced map; these are the layers' maps
+            before the reduction: ``Record.layer_maps``, the layer switch of ``camkit view``).
+            Costs one more pass (forward and backward) per layer.
+        sanity: run the model-randomisation sanity check (:func:`camkit.sanity.model_randomization`)
+            once per method on the first ``sanity_images`` readable images of the source, with the
+            run's model, layer, options and first explained class, and store each method's verdict
+            (``Store.sanity``; ``camkit view`` shows it next to the method's name). A resumed run
+            keeps verdicts stored with the same settings (:mod:`camkit.runner.sanity`). Costs one
+            forward and backward per randomised layer group for those few images.
+        sanity_images: how many images the check reads (in chunks of ``batch_size``).
+        sanity_mode: ``"cascading"`` (Adebayo et al.'s test) or ``"independent"``.
         **options: method options (``num_samples``, ``max_channels``, ...); each method gets those it
             declares, one that no method declares raises ``TypeError`` naming the closest, and the
             store records them (a resumed run must pass the same).
@@ -273,6 +303,9 @@ def run(
         (4, 0, [])
     """
     names = _check(methods, batch_size, workers, dtype)
+    scores = check_metrics(metrics)
+    if sanity:
+        check_sanity(sanity_images, sanity_mode)
     if device is not None and str(device) != "auto":
         check_device(device)  # before loading anything
     method_options([get_method(name) for name in names], options, "run", _KEYWORDS)  # before any work
@@ -292,7 +325,11 @@ def run(
     if channels_last is None:
         channels_last = place.type == "cpu" and _known_family(loaded.name)
     kind = str(dtype).removeprefix("torch.")
-    plan = _Plan(src, Path(out), names, loaded, layers, rule, batch, kind, place, channels_last, options)
+    plan = _Plan(
+        src, Path(out), names, loaded, layers, rule, batch, kind, place, channels_last, options, scores, layer_maps
+    )
+    plan.layer_spec = layer
+    plan.sanity = sanity_settings(sanity_images, sanity_mode) if sanity else None
     options = plan.options(default_layer)
     ranks = setup_ranks(place)
     was_training = net.training
@@ -319,21 +356,52 @@ class _Plan:
     place: torch.device
     channels_last: bool = False
     method_options: dict[str, Any] = field(default_factory=dict)
+    metrics: list[str] = field(default_factory=list)
+    layer_maps: bool = False
+    layer_spec: LayerSpec = None
+    sanity: dict[str, Any] | None = None
 
     def options(self, default_layer: list[str]) -> dict[str, Any]:
         """What the maps depend on: recorded in the store, compared when a run resumes it."""
         pre = self.loaded.preprocess
         given = {"method_options": {k: _recordable(v) for k, v in sorted(self.method_options.items())}}
-        return ({} if not self.method_options else given) | {
-            "source": self.src.identity,
-            "model": self.loaded.name,
-            "weights": _fingerprint(self.loaded.model),
-            "methods": self.names,
-            "layer": default_layer,
-            "target": target_text(self.rule),
-            "dtype": self.dtype,
-            "preprocess": {"resize": pre.resize, "crop": pre.crop, "mean": list(pre.mean), "std": list(pre.std)},
-        }
+        scored: dict[str, Any] = {"metrics": self.metrics} if self.metrics else {}  # made without: no entry
+        scored |= {"layer_maps": True} if self.layer_maps else {}
+        return (
+            ({} if not self.method_options else given)
+            | scored
+            | {
+                "source": self.src.identity,
+                "model": self.loaded.name,
+                "weights": _fingerprint(self.loaded.model),
+                "methods": self.names,
+                "layer": default_layer,
+                "target": target_text(self.rule),
+                "dtype": self.dtype,
+                "preprocess": {"resize": pre.resize, "crop": pre.crop, "mean": list(pre.mean), "std": list(pre.std)},
+            }
+        )
+
+
+def _sanity(plan: _Plan) -> dict[str, Any] | None:
+    """The store's sanity verdicts: read back when stored with the same settings, else computed and stored."""
+    if plan.sanity is None:
+        return None
+    found = stored_sanity(read_meta(plan.out), plan.sanity)
+    if found is None:
+        found = compute_sanity(
+            plan.src,
+            plan.loaded,
+            plan.names,
+            plan.layer_spec,
+            plan.rule,
+            plan.sanity,
+            plan.batch_size,
+            plan.place,
+            plan.method_options,
+        )
+        update_meta(plan.out, "sanity", found)
+    return found
 
 
 def _wanted(state: str | None, retry_failed: bool) -> bool:
@@ -361,10 +429,12 @@ def _run_ranks(
         "torch": torch.__version__,
     }
     error = None
+    verdicts: dict[str, Any] | None = None
     if ranks.rank == 0:
         try:
             prepare_store(plan.out, options, info, overwrite)
-        except ValueError as problem:
+            verdicts = _sanity(plan)
+        except (ValueError, TypeError) as problem:
             error = str(problem)
         except OSError as problem:
             error = f"cannot create the store at {str(plan.out)!r} ({problem}): pick a writable --out"
@@ -375,6 +445,7 @@ def _run_ranks(
     mine = range(ranks.rank, len(src.keys), ranks.world)
     todo = [i for i in mine if _wanted(status.get(src.keys[i]), retry_failed)]
     report = RunReport(skipped=len(mine) - len(todo), ranks=ranks.world, store=str(plan.out))
+    report.sanity = verdicts
     report.skipped_failed = 0 if retry_failed else sum(1 for i in mine if status.get(src.keys[i]) == "failed")
     count = workers if workers is not None else max(1, min(8, (os.cpu_count() or 2) // (2 * ranks.local_world)))
     loader: DataLoader[Any] = DataLoader(
@@ -406,6 +477,32 @@ def _run_ranks(
     return merged
 
 
+def _only(layer: str, _method: str) -> LayerSpec:
+    """The target layers of every method in a pass of one layer."""
+    return [layer]
+
+
+def _layer_maps(plan: _Plan, x: torch.Tensor, classes: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+    """Layer → method → its maps of that layer alone ``(N, K, h, w)``, for the classes already chosen."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for layer in dict.fromkeys(name for m in plan.names for name in plan.layers[m]):
+        names = [m for m in plan.names if layer in plan.layers[m]]
+        _, _, maps, _ = run_methods(
+            plan.loaded.model,
+            ModelInput.of(x),
+            names,
+            functools.partial(_only, layer),
+            lambda probabilities: classes.to(probabilities.device),
+            batch_size=x.shape[0],
+            switches={"progress": False},
+            where="run",
+            keywords=_KEYWORDS,
+            **plan.method_options,
+        )
+        out[layer] = maps
+    return out
+
+
 def _one_batch(plan: _Plan, batch: Batch, writer: PartWriter, report: RunReport) -> None:
     """Explain the good images of a batch and commit them with the failed ones."""
     keys = plan.src.keys
@@ -419,7 +516,7 @@ def _one_batch(plan: _Plan, batch: Batch, writer: PartWriter, report: RunReport)
     ]
     rows: list[RecordRow] = []
     array = None
-    layout: list[tuple[str, int, int, int]] = []
+    layout: list[tuple[Any, ...]] = []
     if keep and batch.x is not None:
         tick = time.perf_counter()
         labels = [batch.labels[j] for j in keep]
@@ -442,14 +539,24 @@ def _one_batch(plan: _Plan, batch: Batch, writer: PartWriter, report: RunReport)
         )
         values, top = probabilities.topk(min(TOP_PREDICTIONS, probabilities.shape[1]), dim=1)
         dtype = _DTYPES[plan.dtype]
+        entries: list[tuple[tuple[str, ...], torch.Tensor]] = [((m,), maps[m]) for m in plan.names]
+        if plan.layer_maps:
+            for layer, at in _layer_maps(plan, x, classes).items():
+                entries += [((m, layer), cams) for m, cams in at.items()]
         array = np.concatenate(
-            [maps[m].reshape(len(keep), -1).float().cpu().numpy().astype(dtype) for m in plan.names], 1
+            [cams.reshape(len(keep), -1).float().cpu().numpy().astype(dtype) for _, cams in entries], 1
         )
-        layout = [(m, int(maps[m].shape[1]), int(maps[m].shape[2]), int(maps[m].shape[3])) for m in plan.names]
+        layout = [(n[0], int(c.shape[1]), int(c.shape[2]), int(c.shape[3]), *n[1:]) for n, c in entries]
         height, width = int(x.shape[-2]), int(x.shape[-1])
+        scored = (
+            score_maps(plan.loaded.model, x, {m: maps[m] for m in plan.names}, classes, plan.metrics, x.shape[0])
+            if plan.metrics
+            else [None] * len(keep)
+        )
         for j, (cls, idx, val) in enumerate(zip(classes.tolist(), top.tolist(), values.tolist(), strict=True)):
             pred = [(int(c), float(p)) for c, p in zip(idx, val, strict=True)]
-            rows.append(RecordRow(keys[batch.indices[keep[j]]], labels[j], [int(c) for c in cls], pred, height, width))
+            key = keys[batch.indices[keep[j]]]
+            rows.append(RecordRow(key, labels[j], [int(c) for c in cls], pred, height, width, scored[j]))
         report.seconds["model"] += time.perf_counter() - tick
     tick = time.perf_counter()
     writer.commit(rows, array, layout, failures)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["RunReport"]
 
@@ -37,6 +38,8 @@ class RunReport:
         skipped_failed: how many of ``skipped`` had failed before (``retry_failed`` retries them).
         ranks: the number of processes.
         store: the store folder.
+        sanity: the store's sanity verdicts (``camkit run --sanity``: the ``"sanity"`` entry of
+            :mod:`camkit.runner.sanity`), computed by this run or read back; ``None`` without ``--sanity``.
     """
 
     computed: int = 0
@@ -47,6 +50,7 @@ class RunReport:
     skipped_failed: int = 0
     ranks: int = 1
     store: str = ""
+    sanity: dict[str, Any] | None = None
 
     @classmethod
     def merge(cls, reports: Sequence[RunReport]) -> RunReport:
@@ -65,6 +69,7 @@ class RunReport:
             skipped_failed=sum(r.skipped_failed for r in reports),
             ranks=len(reports),
             store=reports[0].store,
+            sanity=next((r.sanity for r in reports if r.sanity is not None), None),
         )
 
     def summary(self, limit: int = 10) -> str:
@@ -79,6 +84,10 @@ class RunReport:
             f"model {s['model']:.1f} s, write {s['write']:.1f} s, waiting for data {s['wait']:.1f} s; "
             f"{self.ranks} rank{'s' if self.ranks > 1 else ''})" + (f" -> {self.store}" if self.store else "")
         ]
+        if self.sanity is not None:
+            from camkit.runner.sanity import describe
+
+            lines.append(describe(self.sanity))
         lines += [f"failed: {key}: {reason}" for key, reason in self.failed[:limit]]
         if len(self.failed) > limit:
             lines.append(f"... and {len(self.failed) - limit} more (camkit.open_store(STORE).failed lists them all)")

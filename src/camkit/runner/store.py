@@ -3,9 +3,10 @@
 Layout (everything readable with Python's ``sqlite3``, ``json`` and numpy)::
 
     STORE/
-      camkit-store.json             the options the store was made with, class names, format version
+      camkit-store.json             the options the store was made with, class names, format version,
+                                    sanity verdicts (camkit run --sanity)
       parts/rank-00000/
-        manifest.sqlite             records: key, status, shard, row, prediction, target, ...
+        manifest.sqlite             records: key, status, shard, row, prediction, target, metrics, ...
         <32 hex digits>.npy         one shard per batch: (images, values) float32 or float16
       parts/rank-00001/ ...         one part per writing process (torch.distributed rank)
 
@@ -28,7 +29,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
@@ -56,9 +57,11 @@ CREATE TABLE IF NOT EXISTS shards (
 );
 CREATE TABLE IF NOT EXISTS records (
     key TEXT PRIMARY KEY, status TEXT NOT NULL, shard TEXT, row INTEGER, label INTEGER,
-    target TEXT, pred TEXT, height INTEGER, width INTEGER, reason TEXT
+    target TEXT, pred TEXT, height INTEGER, width INTEGER, reason TEXT, metrics TEXT
 );
 """
+#: the records' columns in the order a writer inserts them (``metrics``: JSON method → {metric: value}, or NULL)
+COLUMNS = "key, status, shard, row, label, target, pred, height, width, reason, metrics"
 
 
 def part_name(rank: int) -> str:
@@ -129,6 +132,10 @@ class Record:
         target: the class the maps explain (a tuple of K classes with ``topk:K``, K > 1).
         label: the image's label (ImageFolder sub-folder or dataset label), when it has one.
         size: ``(height, width)`` of the model input the maps belong to.
+        metrics: method → metric → value (``None`` where not finite) of the first explained class,
+            as ``camkit run --metric`` stored them; empty when the run computed none.
+        layer_maps: layer → method → the map of that layer alone (shaped as :attr:`maps`), as
+            ``camkit run --layer-maps`` stored them; empty when the run stored none.
     """
 
     key: str
@@ -137,6 +144,8 @@ class Record:
     target: int | tuple[int, ...]
     label: int | None
     size: tuple[int, int]
+    metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    layer_maps: dict[str, dict[str, Tensor]] = field(default_factory=dict)
 
     def resized(self, size: tuple[int, int] | None = None) -> dict[str, Tensor]:
         """The maps upsampled (bilinear) to ``size`` (default: the input size) and min-max normalized again.
@@ -167,15 +176,17 @@ def _shard(file: str) -> np.ndarray[Any, Any]:
 
 
 def decode_record(part: Path, row: tuple[Any, ...], layout: list[list[Any]]) -> Record:
-    """Build a :class:`Record` from a manifest row ``(key, shard, row, label, target, pred, height, width)``."""
-    key, shard, index, label, target, pred, height, width = row
+    """A :class:`Record` from a manifest row ``(key, shard, row, label, target, pred, height, width[, metrics])``."""
+    key, shard, index, label, target, pred, height, width = row[:8]
+    metrics = json.loads(row[8]) if len(row) > 8 and row[8] else {}
     values = np.asarray(_shard(str(part / shard))[index], dtype=np.float32)
     maps: dict[str, Tensor] = {}
+    layers: dict[str, dict[str, Tensor]] = {}
     offset = 0
-    for name, k, h, w in layout:
+    for name, k, h, w, *layer in layout:
         size = int(k) * int(h) * int(w)
         cam = torch.from_numpy(values[offset : offset + size].copy()).reshape(int(k), int(h), int(w))
-        maps[name] = cam[0] if k == 1 else cam
+        (layers.setdefault(layer[0], {}) if layer else maps)[name] = cam[0] if k == 1 else cam
         offset += size
     targets = tuple(int(t) for t in json.loads(target))
     return Record(
@@ -185,6 +196,8 @@ def decode_record(part: Path, row: tuple[Any, ...], layout: list[list[Any]]) -> 
         target=targets[0] if len(targets) == 1 else targets,
         label=None if label is None else int(label),
         size=(int(height), int(width)),
+        metrics=metrics,
+        layer_maps=layers,
     )
 
 
@@ -222,6 +235,9 @@ class Store(Mapping[str, Record]):
         categories: class names by index, when the model had them.
         root: the folder the images were read from (``None`` for a dataset without one).
         failed: key → reason, for images recorded as failed.
+        sanity: the model-randomisation verdicts of ``camkit run --sanity`` (``"methods"``: method →
+            ``passed``, ``similarity`` per measure, ``per_image``; ``"settings"``, ``"images"``,
+            ``"classes"``, ``"layers"``: see :mod:`camkit.runner.sanity`); empty when none were stored.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -230,6 +246,7 @@ class Store(Mapping[str, Record]):
         self.options: dict[str, Any] = meta["options"]
         self.categories: list[str] | None = meta.get("categories")
         self.root: Path | None = Path(meta["root"]) if meta.get("root") else None
+        self.sanity: dict[str, Any] = meta.get("sanity") or {}
         self._parts: list[Path] = []
         self._conns: dict[int, sqlite3.Connection] = {}
         self._lock = threading.Lock()
@@ -260,8 +277,9 @@ class Store(Mapping[str, Record]):
             raise KeyError(key)
         with self._lock:  # one connection per part, shared by the threads that read this view
             conn = self._conn(number)
+            extra = ", metrics" if self.options.get("metrics") else ""  # a store made without: maybe no column
             row = conn.execute(
-                "SELECT key, shard, row, label, target, pred, height, width FROM records WHERE key = ?", (key,)
+                f"SELECT key, shard, row, label, target, pred, height, width{extra} FROM records WHERE key = ?", (key,)
             ).fetchone()
             if (number, row[1]) not in self._layouts:
                 (text,) = conn.execute("SELECT layout FROM shards WHERE name = ?", (row[1],)).fetchone()

@@ -21,6 +21,7 @@ from typing import IO, Any, NamedTuple
 import numpy as np
 
 from camkit.runner.store import (
+    COLUMNS,
     FORMAT,
     MANIFEST,
     META,
@@ -33,7 +34,7 @@ from camkit.runner.store import (
     scan_parts,
 )
 
-__all__ = ["PartWriter", "RecordRow", "differences", "prepare_store", "read_status"]
+__all__ = ["PartWriter", "RecordRow", "differences", "prepare_store", "read_status", "update_meta"]
 
 
 class RecordRow(NamedTuple):
@@ -45,6 +46,7 @@ class RecordRow(NamedTuple):
     pred: list[tuple[int, float]]
     height: int
     width: int
+    metrics: dict[str, dict[str, float | None]] | None = None
 
 
 def _show(value: Any) -> str:
@@ -110,6 +112,18 @@ def prepare_store(path: Path, options: dict[str, Any], info: dict[str, Any], ove
         raise ValueError(f"--out {str(path)!r} is a folder that is not a camkit store and not empty: pick a new folder")
     (path / PARTS).mkdir(parents=True, exist_ok=True)
     _write_json(path / META, {"format": FORMAT, "version": VERSION, "options": options, **info})
+
+
+def update_meta(path: Path, name: str, value: Any) -> None:
+    """Set one top-level entry of the store's ``camkit-store.json`` (rank 0 only; written atomically).
+
+    The options the store was made with are never changed here (:func:`prepare_store` owns them).
+    """
+    if name in ("format", "version", "options"):
+        raise ValueError(f"update_meta does not change {name!r}")
+    meta = read_meta(path)
+    meta[name] = value
+    _write_json(path / META, meta)
 
 
 def read_status(path: Path) -> dict[str, str]:
@@ -192,6 +206,9 @@ class PartWriter:
             self._conn = connect(self.part / MANIFEST, write=True)
             with self._conn:
                 self._conn.executescript(SCHEMA)
+                names = {row[1] for row in self._conn.execute("PRAGMA table_info(records)")}
+                if "metrics" not in names:  # a part written by a camkit from before the column
+                    self._conn.execute("ALTER TABLE records ADD COLUMN metrics TEXT")
             self._clean()
         except BaseException:
             _unlock(self._lock)
@@ -208,7 +225,7 @@ class PartWriter:
         self,
         rows: Sequence[RecordRow],
         maps: np.ndarray[Any, Any] | None,
-        layout: list[tuple[str, int, int, int]],
+        layout: Sequence[tuple[Any, ...]],
         failures: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Write one batch: the shard of ``maps`` (row ``i`` belongs to ``rows[i]``), then its records.
@@ -216,7 +233,8 @@ class PartWriter:
         Args:
             rows: the finished images.
             maps: ``(len(rows), values)``: each image's maps flattened in ``layout`` order.
-            layout: ``(method, K, h, w)`` per method.
+            layout: ``(method, K, h, w)`` per method, then ``(method, K, h, w, layer)`` per method
+                and layer for the maps of one layer alone (``camkit run --layer-maps``).
             failures: ``(key, reason)`` of the images that failed.
         """
         records: list[tuple[Any, ...]] = []
@@ -233,10 +251,13 @@ class PartWriter:
             os.replace(tmp, self.part / shard)
             _sync_dir(self.part)
             records = [
-                (r.key, "ok", shard, i, r.label, json.dumps(r.target), json.dumps(r.pred), r.height, r.width, None)
+                (
+                    *(r.key, "ok", shard, i, r.label, json.dumps(r.target), json.dumps(r.pred), r.height, r.width),
+                    *(None, None if r.metrics is None else json.dumps(r.metrics, allow_nan=False)),
+                )
                 for i, r in enumerate(rows)
             ]
-        records += [(key, "failed", None, None, None, None, None, None, None, reason) for key, reason in failures]
+        records += [(key, "failed", *[None] * 7, reason, None) for key, reason in failures]
         if not records:
             return
         with self._conn:  # one transaction: the shard and its records appear together or not at all
@@ -246,7 +267,8 @@ class PartWriter:
                     "INSERT INTO shards VALUES (?, ?, ?, ?)",
                     (shard, json.dumps([list(entry) for entry in layout]), str(maps.dtype), len(rows)),
                 )
-            self._conn.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", records)
+            marks = ", ".join("?" * len(COLUMNS.split(", ")))
+            self._conn.executemany(f"INSERT OR REPLACE INTO records ({COLUMNS}) VALUES ({marks})", records)
 
     def close(self) -> None:
         """Close the manifest and release the part's lock."""

@@ -52,7 +52,7 @@ def _warm_up(colormap: str) -> None:
     import torch
 
     from camkit.explanation import open_image  # noqa: F401 - imported for its cost, now rather than on a request
-    from camkit.viewer._source import heatmap_png
+    from camkit.viz.page import heatmap_png
 
     heatmap_png(torch.zeros(2, 2), (4, 4), colormap)
 

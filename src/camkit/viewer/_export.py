@@ -8,15 +8,14 @@ named by the record's position, never by its (user-chosen) file name.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from camkit.viewer._server import SAMPLE, agreement, script_json, static_file
+from camkit.viewer._server import SAMPLE, agreement
 from camkit.viewer._source import Filters, Source
+from camkit.viz.page import data_uri, script_json, single_page, static_file
 
 __all__ = ["CHUNK", "export_site", "single_page", "source_page"]
 
@@ -92,63 +91,32 @@ def _files(source: Source, folder: Path, index: int, record: dict[str, Any], met
     if image is not None:
         image_url = f"images/{index:06d}.png"
         _write(folder / image_url, image)
-    maps: dict[str, list[str | None]] = {}
-    for m_index, method in enumerate(methods):
-        urls: list[str | None] = []
-        for k in range(max(1, len(record["targets"]))):
-            body = source.map_png(key, method, k)
-            url = f"maps/{index:06d}/{m_index:02d}-{k:02d}.png" if body is not None else None
-            if body is not None and url is not None:
-                _write(folder / url, body)
-            urls.append(url)
-        maps[method] = urls
-    return {**record, "image": image_url, "maps": maps}
+
+    def written(method: str, k: int, layer: str, name: str) -> str | None:
+        body = source.map_png(key, method, k, layer)
+        if body is None:
+            return None
+        _write(folder / f"maps/{index:06d}/{name}.png", body)
+        return f"maps/{index:06d}/{name}.png"
+
+    return {**record, "image": image_url, **_maps(source, record, methods, written)}
 
 
-def _csp_hash(text: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+def _maps(source: Source, record: dict[str, Any], methods: list[str], url: Any) -> dict[str, Any]:
+    """``maps`` (method → one URL per explained class) and, for a store of layer maps, ``layer_maps``.
 
-
-def single_page(info: dict[str, Any], records: list[dict[str, Any]]) -> str:
-    """The viewer's page as ONE self-contained HTML document: stylesheet, script and data inline.
-
-    This is how a report can be the viewer's page: ``records`` carry their images and maps as
-    ``data:`` URIs, the data is JSON with ``<``, ``>`` and ``&`` escaped (it cannot close its
-    ``<script>``), and the Content-Security-Policy allows exactly the page's inline blocks (by
-    their SHA-256) and ``data:`` images: no other script, and no network request.
-
-    Args:
-        info: the summary (:meth:`~camkit.viewer.StoreSource.info`: ``title``, ``methods``,
-            ``labels``, ``preds``, ``has_labels``, ...; ``agreement`` optional).
-        records: the records' summaries, each with ``image`` and ``maps`` URLs (``data:`` URIs).
-
-    Returns:
-        The HTML document.
-
-    Example:
-        >>> page = single_page({"title": "t", "methods": []}, [])
-        >>> page.startswith("<!DOCTYPE html>"), "<script src=" in page
-        (True, False)
+    ``url(method, k, layer, name)`` gives a map's URL (``None``: no map); ``name`` is a file name
+    made of positions only.
     """
-    template = static_file("index.html").decode()
-    css = static_file("viewer.css").decode()
-    script = static_file("viewer.js").decode()
-    meta = {**info, "mode": "static", "records": len(records), "chunks": 0}
-    data = f"window.CAMKIT_VIEW = {script_json(meta)};\nwindow.CAMKIT_VIEW_CHUNKS = [{script_json(records)}];\n"
-    policy = (
-        f"default-src 'none'; script-src {_csp_hash(data)} {_csp_hash(script)}; style-src {_csp_hash(css)}; "
-        "img-src data:; base-uri 'none'; form-action 'none'"
-    )
-    start = template.index('<meta http-equiv="Content-Security-Policy"')
-    end = template.index(">", start) + 1
-    page = template[:start] + f'<meta http-equiv="Content-Security-Policy" content="{policy}">' + template[end:]
-    page = page.replace('<link rel="stylesheet" href="viewer.css">', f"<style>{css}</style>")
-    page = page.replace('<script src="data/info.js"></script>', f"<script>{data}</script>")
-    return page.replace('<script src="viewer.js"></script>', f"<script>{script}</script>")
+    count = max(1, len(record["targets"]))
 
+    def urls(layer: str, prefix: str) -> dict[str, list[str | None]]:
+        return {m: [url(m, k, layer, f"{prefix}{i:02d}-{k:02d}") for k in range(count)] for i, m in enumerate(methods)}
 
-def _data_uri(png: bytes | None) -> str | None:
-    return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode()
+    out: dict[str, Any] = {"maps": urls("", "")}
+    if source.layers:
+        out["layer_maps"] = {layer: urls(layer, f"L{j:02d}-") for j, layer in enumerate(source.layers)}
+    return out
 
 
 def source_page(source: Source, *, limit: int | None = None, sample: int = SAMPLE) -> str:
@@ -164,8 +132,8 @@ def source_page(source: Source, *, limit: int | None = None, sample: int = SAMPL
         ...     writer.commit([RecordRow("a.png", None, [0], [(0, 0.9)], 8, 8)], torch.rand(1, 4).numpy(),
         ...                   [("gradcam", 1, 2, 2)])
         >>> page = source_page(open_source(store))
-        >>> page.count("data:image/png;base64,")  # the one map (the store has no source images)
-        1
+        >>> page.count("data:image/png;base64,")  # the colour scale and the one map (no source images)
+        2
     """
     info = source.info()
     total = info["records"] if limit is None else min(limit, info["records"])
@@ -176,7 +144,10 @@ def source_page(source: Source, *, limit: int | None = None, sample: int = SAMPL
             break
         for record in page:
             key = record["key"]
-            count = max(1, len(record["targets"]))
-            maps = {m: [_data_uri(source.map_png(key, m, k)) for k in range(count)] for m in source.methods}
-            records.append({**record, "image": _data_uri(source.image_png(key)), "maps": maps})
+
+            def inline(method: str, k: int, layer: str, _name: str, key: str = key) -> str | None:
+                return data_uri(source.map_png(key, method, k, layer))
+
+            maps = _maps(source, record, source.methods, inline)
+            records.append({**record, "image": data_uri(source.image_png(key)), **maps})
     return single_page({**info, "agreement": agreement(source, sample)}, records)

@@ -3,15 +3,15 @@
 Routes (nothing else exists; every other path, ``..`` in any spelling included, is a 404):
 
 ====================  ===========================================================================
-``/``                 the page (``static/index.html``)
+``/``                 the page (``camkit/viz/static/index.html``)
 ``/viewer.js``,       the page's script and stylesheet (package data, from a fixed table: no URL
 ``/viewer.css``       ever names a file)
 ``/data/info.js``     the source's summary as a script (``window.CAMKIT_VIEW``), fresh every load
 ``/api/info``         the same as JSON
 ``/api/records``      one page of records: ``offset``, ``limit``, ``q``, ``show``, ``label``,
-                      ``pred``, ``sort``, ``order``
+                      ``pred``, ``sort`` (``name``, ``confidence``, ``metric``), ``metric``, ``order``
 ``/api/image``        ``?key=``: the input image as PNG
-``/api/map``          ``?key=&method=&k=``: a heatmap as PNG
+``/api/map``          ``?key=&method=&k=`` (``&layer=``: one layer's map): a heatmap as PNG
 ``/api/agreement``    ``?sample=N``: the methods' pairwise Spearman correlation over N records
 ====================  ===========================================================================
 """
@@ -25,12 +25,12 @@ import threading
 import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
 from typing import Any
 
 from camkit.viewer._source import Filters, Source, spearman
+from camkit.viz.page import script_json, static_file
 
-__all__ = ["STATIC", "ViewerServer", "agreement", "api_url", "make_server", "static_file"]
+__all__ = ["STATIC", "ViewerServer", "agreement", "api_url", "make_server"]
 
 #: the page's files: URL path → (package file, content type)
 STATIC = {
@@ -46,16 +46,6 @@ CSP = (
 )
 #: records in one agreement sample by default, and at most
 SAMPLE, MAX_SAMPLE = 64, 1000
-
-
-def static_file(name: str) -> bytes:
-    """The bytes of one of the page's files (``index.html``, ``viewer.js``, ``viewer.css``).
-
-    Example:
-        >>> static_file("index.html").startswith(b"<!DOCTYPE html>")
-        True
-    """
-    return resources.files("camkit.viewer").joinpath("static").joinpath(name).read_bytes()
 
 
 def api_url(path: str, **params: Any) -> str:
@@ -152,20 +142,28 @@ def _int(query: dict[str, list[str]], name: str, default: int, low: int, high: i
     return max(low, min(high, value))
 
 
-def with_urls(record: dict[str, Any], methods: list[str]) -> dict[str, Any]:
+def with_urls(record: dict[str, Any], methods: list[str], layers: list[str] | None = None) -> dict[str, Any]:
     """A record summary with the URLs of its image and maps (the page builds no URL itself).
+
+    With ``layers``, ``layer_maps`` holds the URLs of each layer's maps too (layer → method → URLs).
 
     Example:
         >>> with_urls({"key": "a.png", "targets": [[3, "x"]]}, ["gradcam"])["maps"]
         {'gradcam': ['/api/map?key=a.png&method=gradcam&k=0']}
+        >>> with_urls({"key": "a.png", "targets": []}, ["gradcam"], ["layer4"])["layer_maps"]
+        {'layer4': {'gradcam': ['/api/map?key=a.png&method=gradcam&k=0&layer=layer4']}}
     """
     key = record["key"]
     count = max(1, len(record["targets"]))
-    return {
-        **record,
-        "image": api_url("/api/image", key=key),
-        "maps": {m: [api_url("/api/map", key=key, method=m, k=k) for k in range(count)] for m in methods},
-    }
+
+    def urls(layer: str) -> dict[str, list[str]]:
+        extra = {"layer": layer} if layer else {}
+        return {m: [api_url("/api/map", key=key, method=m, k=k, **extra) for k in range(count)] for m in methods}
+
+    out = {**record, "image": api_url("/api/image", key=key), "maps": urls("")}
+    if layers:
+        out["layer_maps"] = {layer: urls(layer) for layer in layers}
+    return out
 
 
 class ViewerHandler(BaseHTTPRequestHandler):
@@ -243,15 +241,17 @@ class ViewerHandler(BaseHTTPRequestHandler):
             offset = _int(query, "offset", 0, 0, 1 << 40)
             limit = _int(query, "limit", 24, 0, 500)
             total, records = source.page(Filters.parse(query), offset, limit)
-            methods = source.methods
-            self._json({"total": total, "offset": offset, "records": [with_urls(r, methods) for r in records]})
+            methods, layers = source.methods, source.layers
+            rows = [with_urls(r, methods, layers) for r in records]
+            self._json({"total": total, "offset": offset, "records": rows})
         elif path in ("/api/image", "/api/map"):
             key = (query.get("key") or [""])[0]
             if path == "/api/image":
                 png = source.image_png(key)
             else:
                 method = (query.get("method") or [""])[0]
-                png = source.map_png(key, method, _int(query, "k", 0, 0, 1 << 20))
+                layer = (query.get("layer") or [""])[0]
+                png = source.map_png(key, method, _int(query, "k", 0, 0, 1 << 20), layer)
             if png is None:
                 self._missing("no such image")
             else:
@@ -265,25 +265,6 @@ class ViewerHandler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"405: the viewer is read-only\n", "text/plain; charset=utf-8")
 
     do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
-
-
-def script_json(value: Any) -> str:
-    r"""JSON safe to embed in a script: ``<``, ``>``, ``&`` and the line separators escaped.
-
-    Example:
-        >>> script_json({"key": "</script><img src=x>"})
-        '{"key": "\\u003c/script\\u003e\\u003cimg src=x\\u003e"}'
-    """
-    text = json.dumps(value, allow_nan=False)
-    for char, code in (
-        ("<", "\\u003c"),
-        (">", "\\u003e"),
-        ("&", "\\u0026"),
-        ("\u2028", "\\u2028"),
-        ("\u2029", "\\u2029"),
-    ):
-        text = text.replace(char, code)
-    return text
 
 
 def make_server(source: Source, host: str = "127.0.0.1", port: int = 8765) -> ViewerServer:

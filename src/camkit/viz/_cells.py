@@ -1,8 +1,7 @@
-"""Table cells of the HTML report that carry more than a number (a sanity-check verdict)."""
+"""Table cells of the report that carry more than a number (a sanity-check verdict)."""
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Real
@@ -20,10 +19,6 @@ def _is_number(value: object) -> bool:
     )
 
 
-def _esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
 @dataclass(frozen=True)
 class SanityCell:
     """One method's sanity-check verdict in a report (see :mod:`camkit.sanity`).
@@ -33,8 +28,8 @@ class SanityCell:
         similarity: measure name -> the similarity the verdict reads (e.g. ``{"ρ": 0.02, "SSIM": 0.1}``).
 
     Example:
-        >>> SanityCell(True, {"ρ": 0.02}).html()
-        '<strong style="color:#1b7f3b">pass</strong> ρ 0.02'
+        >>> SanityCell(True, {"ρ": 0.02}).text()
+        'pass ρ 0.02'
     """
 
     passed: bool
@@ -48,12 +43,7 @@ class SanityCell:
         ):
             raise TypeError(f"SanityCell.similarity must map measure names to numbers, got {self.similarity!r}")
 
-    def html(self) -> str:
-        """The cell's content: the verdict, then each measure's value."""
-        verdict = (
-            '<strong style="color:#1b7f3b">pass</strong>'
-            if self.passed
-            else '<strong style="color:#b02a37">fail</strong>'
-        )
-        values = " ".join(f"{_esc(name)} {float(v):.2f}" for name, v in self.similarity.items())
-        return f"{verdict} {values}".rstrip()
+    def text(self) -> str:
+        """The verdict, then each measure's value (as the page shows it)."""
+        values = " ".join(f"{name} {float(v):.2f}" for name, v in self.similarity.items())
+        return f"{'pass' if self.passed else 'fail'} {values}".rstrip()

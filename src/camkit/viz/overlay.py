@@ -17,7 +17,7 @@ from torch import Tensor
 
 from camkit.viz.colormaps import ColormapLike, apply_colormap
 
-__all__ = ["MaskLike", "colorize", "overlay_mask", "to_mask_image"]
+__all__ = ["MaskLike", "colorize", "heat_layer", "overlay_mask", "to_mask_image"]
 
 MaskLike: TypeAlias = "Image.Image | Tensor | np.ndarray[Any, Any]"
 """A map: a Pillow image (mode ``F``, ``L`` or ``1``) or a ``(H, W)`` tensor/array in ``[0, 1]``."""
@@ -180,6 +180,29 @@ def overlay_mask(img: Image.Image, mask: MaskLike, colormap: ColormapLike = "jet
     """
     img = check_image(img)
     weight = check_alpha(alpha)
-    values = _resized_map(mask, img.size, "mask")
-    heatmap = Image.fromarray(apply_colormap(values.square(), colormap).numpy())
-    return Image.blend(heatmap, img.convert("RGB"), weight)
+    return Image.blend(heat_layer(mask, img.size, colormap), img.convert("RGB"), weight)
+
+
+def heat_layer(
+    mask: MaskLike, size: tuple[int, int], colormap: ColormapLike = "jet", name: str = "mask"
+) -> Image.Image:
+    """The coloured layer that :func:`overlay_mask` blends over the image: the squared map, resized bicubically.
+
+    Drawn over the image with opacity ``1 - alpha`` (as the report and the viewer do) it gives
+    ``overlay_mask(img, mask, colormap, alpha)``.
+
+    Args:
+        mask: a map, as :func:`overlay_mask` takes it.
+        size: ``(width, height)`` of the layer (the image's size).
+        colormap: a colormap name or ``(K, 3)`` uint8 table.
+        name: the map's name in error messages.
+
+    Returns:
+        An RGB image of ``size``.
+
+    Example:
+        >>> heat_layer(torch.zeros(2, 2), (4, 4)).getpixel((0, 0))
+        (0, 0, 127)
+    """
+    values = _resized_map(mask, size, name)
+    return Image.fromarray(apply_colormap(values.square(), colormap).numpy())

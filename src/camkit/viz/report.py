@@ -1,12 +1,13 @@
 """A self-contained HTML report: images x methods overlays, predicted classes and metrics.
 
-The page needs nothing but itself: images are inline PNG (or JPEG) data URIs, the CSS is inline, there is
-no script, and a Content-Security-Policy forbids any network request.
+The report is the page of ``camkit view`` written as one file (:func:`camkit.viz.page.single_page`):
+the same grid, filters, detail panel and metric sorting, with the images and heat layers inline as
+``data:`` URIs, and a Content-Security-Policy that allows only the page's own inline blocks (by
+their SHA-256) and ``data:`` images, so the file makes no network request.
 """
 
 from __future__ import annotations
 
-import base64
 import io
 import math
 import os
@@ -16,16 +17,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from camkit.viz._cells import SanityCell, _esc, _is_number
-from camkit.viz._style import PAGE_CSS
-from camkit.viz.colormaps import ColormapLike, apply_colormap
-from camkit.viz.overlay import MaskLike, check_alpha, check_image, overlay_mask
+from camkit.viz._cells import SanityCell, _is_number
+from camkit.viz.colormaps import ColormapLike
+from camkit.viz.overlay import MaskLike, check_alpha, check_image, heat_layer
+from camkit.viz.page import data_uri, legend_png, png, single_page
 
 __all__ = ["ReportRow", "SanityCell", "render_report", "write_report"]
+
+#: the most rows one page of the report shows at first (the page's "per page" menu changes it)
+REPORT_PAGE = 500
 
 
 @dataclass
@@ -46,6 +49,7 @@ class ReportRow:
         ValueError: when the image mode is not supported.
 
     Example:
+        >>> import torch
         >>> from PIL import Image
         >>> row = ReportRow("cat.jpg", Image.new("RGB", (8, 8)), [("tabby", 0.8)], {"gradcam": torch.rand(2, 2)})
         >>> row.metrics
@@ -89,41 +93,27 @@ class ReportRow:
             raise TypeError(f"ReportRow.sanity must map method names to SanityCell, got {self.sanity!r}")
 
 
-def _shrunk(image: Image.Image, max_size: int) -> Image.Image:
-    if max(image.size) <= max_size:
-        return image
-    return ImageOps.contain(image, (max_size, max_size), method=Image.Resampling.LANCZOS)
-
-
 _FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg")}
+#: the header of the sanity column
+SANITY_HEADER = "sanity (randomised model)"
 
 
-@dataclass(frozen=True)
-class _Encoder:
-    """Turns images into inline ``<img>`` tags: shrunk to ``max_size`` pixels, PNG or JPEG."""
-
-    max_size: int
-    image_format: str
-
-    def uri(self, image: Image.Image) -> str:
-        pillow_format, mime = _FORMATS[self.image_format]
-        buffer = io.BytesIO()
-        if pillow_format == "JPEG":
-            image.convert("RGB").save(buffer, format="JPEG", quality=90)
-        else:
-            image.save(buffer, format="PNG")
-        return f"data:{mime};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-    def img(self, image: Image.Image, alt: str) -> str:
-        shown = _shrunk(image, self.max_size)
-        return f'<img src="{self.uri(shown)}" width="{shown.width}" height="{shown.height}" alt="{_esc(alt)}">'
+def _encode(image: Image.Image, image_format: str) -> str:
+    """An image as a ``data:`` URI, PNG (exact pixels) or JPEG (quality 90)."""
+    pillow_format, mime = _FORMATS[image_format]
+    buffer = io.BytesIO()
+    if pillow_format == "JPEG":
+        image.convert("RGB").save(buffer, format="JPEG", quality=90)
+    else:
+        image.save(buffer, format="PNG")
+    uri = data_uri(buffer.getvalue(), mime)
+    assert uri is not None
+    return uri
 
 
-def _format(value: float) -> str:
+def _finite(value: float) -> float | None:
     number = float(value)
-    if math.isnan(number):
-        return "n/a"
-    return f"{number:.4g}"
+    return number if math.isfinite(number) else None
 
 
 def _ordered_union(groups: Iterable[Iterable[str]]) -> list[str]:
@@ -133,97 +123,67 @@ def _ordered_union(groups: Iterable[Iterable[str]]) -> list[str]:
     return list(seen)
 
 
-#: the header of the sanity column
-SANITY_HEADER = "sanity (randomised model)"
+def _verdict(cell: SanityCell) -> dict[str, Any]:
+    return {"passed": cell.passed, "similarity": {k: _finite(v) for k, v in cell.similarity.items()}}
 
 
-def _metrics_table(
-    metrics: Mapping[str, Mapping[str, float]], caption: str, sanity: Mapping[str, SanityCell] | None = None
-) -> str:
-    names = _ordered_union(values.keys() for values in metrics.values())
-    methods = _ordered_union([metrics.keys(), (sanity or {}).keys()])
-    head = "".join(f'<th scope="col">{_esc(n)}</th>' for n in names)
-    if sanity:
-        head += f'<th scope="col">{_esc(SANITY_HEADER)}</th>'
-    body = ""
-    for method in methods:
-        values = metrics.get(method, {})
-        cells = "".join(f"<td>{_format(values[n]) if n in values else '&ndash;'}</td>" for n in names)
-        if sanity:
-            cells += f"<td>{sanity[method].html() if method in sanity else '&ndash;'}</td>"
-        body += f'<tr><th scope="row">{_esc(method)}</th>{cells}</tr>'
-    return (
-        f'<div class="table-wrap"><table><caption>{_esc(caption)}</caption>'
-        f'<thead><tr><th scope="col">method</th>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-    )
+def _record(
+    index: int, row: ReportRow, colormap: ColormapLike, max_image_size: int, image_format: str
+) -> dict[str, Any]:
+    """One row as a record of the page: the input and one heat layer per method as ``data:`` URIs."""
+    image = row.image.convert("RGB")
+    if max(image.size) > max_image_size:
+        image = ImageOps.contain(image, (max_image_size, max_image_size), method=Image.Resampling.LANCZOS)
+    maps: dict[str, list[str | None]] = {}
+    for method, cam in row.maps.items():
+        try:
+            layer = heat_layer(cam, image.size, colormap, "mask")
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"rows[{index}].maps[{method!r}] ({row.title!r}): {error}") from error
+        maps[method] = [data_uri(png(layer))]
+    return {
+        "key": row.title,
+        "index": index,
+        "label": None,
+        "label_name": None,
+        "pred": [[None, float(p), name] for name, p in row.predictions],
+        "targets": [],
+        "size": [image.height, image.width],
+        "mistake": None,
+        "image": _encode(image, image_format),
+        "maps": maps,
+        "metrics": {m: {k: _finite(v) for k, v in values.items()} for m, values in row.metrics.items()},
+        "sanity": {m: _verdict(cell) for m, cell in row.sanity.items()},
+    }
 
 
-def _summary(rows: Sequence[ReportRow], sanity: Mapping[str, SanityCell] | None = None, note: str = "") -> str:
+def _summary(rows: Sequence[ReportRow], sanity: Mapping[str, SanityCell] | None, note: str) -> dict[str, Any]:
+    """The page's summary table: per method the mean of each metric over the rows (non-finite left out)."""
     with_metrics = [row for row in rows if row.metrics]
-    remark = f'<p class="note">{_esc(note)}</p>' if sanity and note else ""
     if not with_metrics and not sanity:
-        return '<p class="note">No metrics were computed for this report.</p>'
-    if len(rows) == 1 and not sanity:
-        return ""
-    methods = _ordered_union(row.metrics.keys() for row in with_metrics)
-    mean: dict[str, dict[str, float]] = {}
+        return {"note": "No metrics were computed for this report."}
+    methods = _ordered_union([*(row.metrics.keys() for row in with_metrics), (sanity or {}).keys()])
+    names = _ordered_union(values.keys() for row in with_metrics for values in row.metrics.values())
+    values: dict[str, dict[str, float | None]] = {}
     for method in methods:
         per_metric: dict[str, list[float]] = {}
         for row in with_metrics:
             for name, value in row.metrics.get(method, {}).items():
-                per_metric.setdefault(name, [])
+                finite = per_metric.setdefault(name, [])
                 if math.isfinite(float(value)):
-                    per_metric[name].append(float(value))
-        mean[method] = {name: sum(v) / len(v) if v else math.nan for name, v in per_metric.items()}
+                    finite.append(float(value))
+        values[method] = {name: sum(v) / len(v) if v else None for name, v in per_metric.items()}
     count = len(with_metrics) if with_metrics else len(rows)
-    what = "with metrics (non-finite values left out)" if with_metrics else ""
-    caption = f"Mean over the {count} image{'s' if count != 1 else ''} {what}".rstrip()
-    return f'<section class="summary card"><h2>Metrics</h2>{_metrics_table(mean, caption, sanity)}{remark}</section>'
-
-
-def _predictions(predictions: Sequence[tuple[str, float]]) -> str:
-    if not predictions:
-        return '<p class="note">No predictions.</p>'
-    items = []
-    for name, probability in predictions:
-        p = float(probability)
-        width = min(max(p, 0.0), 1.0) * 100 if math.isfinite(p) else 0.0
-        items.append(
-            f'<li><span class="label">{_esc(name)}</span><span class="pct">{_esc(f"{p:.1%}")}</span>'
-            f'<span class="bar"><span style="width:{width:.1f}%"></span></span></li>'
-        )
-    return f'<ol class="preds">{"".join(items)}</ol>'
-
-
-def _card(index: int, row: ReportRow, colormap: ColormapLike, alpha: float, encoder: _Encoder) -> str:
-    image = row.image.convert("RGB")
-    cells = [f'<figure class="original">{encoder.img(image, row.title)}<figcaption>input</figcaption></figure>']
-    for method, cam in row.maps.items():
-        try:
-            picture = overlay_mask(image, cam, colormap, alpha)
-        except (TypeError, ValueError) as error:
-            raise type(error)(f"rows[{index}].maps[{method!r}] ({row.title!r}): {error}") from error
-        alt = f"{method} overlay on {row.title}"
-        cells.append(f"<figure>{encoder.img(picture, alt)}<figcaption>{_esc(method)}</figcaption></figure>")
-    if not row.maps:
-        cells.append('<p class="note">No maps for this image.</p>')
-    metrics = _metrics_table(row.metrics, "Metrics for this image", row.sanity) if row.metrics or row.sanity else ""
-    return (
-        f'<article class="card" id="image-{index + 1}"><div class="card-head"><h2>{_esc(row.title)}</h2>'
-        f'<span class="dims">{image.width}&times;{image.height}</span></div>'
-        f'<div class="card-body"><div><h3>Top predictions</h3>{_predictions(row.predictions)}</div>'
-        f'<div class="cells">{"".join(cells)}</div></div>{metrics}</article>'
-    )
-
-
-def _legend(colormap: ColormapLike) -> str:
-    # The overlay colours the squared map (TorchCAM's convention); the legend shows what map values become.
-    values = torch.linspace(0.0, 1.0, 256).square().reshape(1, -1)
-    bar = Image.fromarray(apply_colormap(values, colormap).numpy())
-    uri = _Encoder(256, "png").uri(bar)
-    return (
-        f'<span class="legend">map 0<img src="{uri}" width="256" height="1" alt="colour scale of the overlays">1</span>'
-    )
+    what = " with metrics (non-finite values left out)" if with_metrics else ""
+    return {
+        "caption": f"Mean over the {count} image{'s' if count != 1 else ''}{what}",
+        "methods": methods,
+        "names": names,
+        "values": values,
+        "sanity": {m: _verdict(cell) for m, cell in (sanity or {}).items()},
+        "sanity_header": SANITY_HEADER,
+        "note": note if sanity else "",
+    }
 
 
 def render_report(
@@ -240,10 +200,12 @@ def render_report(
 ) -> str:
     """Render a self-contained HTML page: per image, its predictions and one overlay per method.
 
-    Each image gets a card with its top predictions, the input and an
-    :func:`~camkit.viz.overlay_mask` overlay per method, and its metrics table when metrics are
-    given; a summary table averages the metrics over the images (or the page says none were
-    computed). Images are inline PNGs, CSS is inline, there is no script, and all text is escaped.
+    The page is ``camkit view``'s (:func:`camkit.viz.page.single_page`): a row per image with the
+    input and, per method, the heat layer of :func:`~camkit.viz.overlay_mask` drawn over it with
+    opacity ``1 - alpha`` (a slider changes it), the method's metric values and sanity verdict under
+    it; clicking a row opens its top predictions and metrics. A summary table averages the metrics
+    over the images (or says none were computed), and the sort menu sorts by any metric. Images,
+    data, CSS and script are inline; every text is set as text, never parsed as HTML.
 
     Args:
         rows: one :class:`ReportRow` per image.
@@ -266,10 +228,11 @@ def render_report(
             or a bad map (the message names the row and the method).
 
     Example:
+        >>> import torch
         >>> from PIL import Image
         >>> row = ReportRow("a.png", Image.new("RGB", (8, 8)), [("cat", 0.9)], {"gradcam": torch.rand(2, 2)})
         >>> page = render_report([row])
-        >>> page.startswith("<!DOCTYPE html>"), page.count("<img")  # colour scale, input, overlay
+        >>> page.startswith("<!DOCTYPE html>"), page.count("data:image/png;base64,")  # scale, input, heat layer
         (True, 3)
     """
     if isinstance(rows, ReportRow) or not isinstance(rows, Sequence) or len(rows) == 0:
@@ -291,35 +254,31 @@ def render_report(
         raise TypeError(f"sanity must map method names to SanityCell, got {sanity!r}")
     if not isinstance(sanity_note, str):
         raise TypeError(f"sanity_note must be a str, got {type(sanity_note).__name__}")
-    encoder = _Encoder(max_image_size, image_format)
-    legend = _legend(colormap)
+    legend = data_uri(legend_png(colormap))
+    records = [_record(i, row, colormap, max_image_size, image_format) for i, row in enumerate(rows)]
     methods = _ordered_union(row.maps.keys() for row in rows)
-    cards = "".join(_card(i, row, colormap, weight, encoder) for i, row in enumerate(rows))
     colormap_name = colormap if isinstance(colormap, str) else "custom"
-    toc = ""
-    if len(rows) > 1:
-        links = "".join(f'<li><a href="#image-{i + 1}">{_esc(row.title)}</a></li>' for i, row in enumerate(rows))
-        toc = f'<nav class="toc" aria-label="Images"><ol>{links}</ol></nav>'
     import camkit  # the package root, read lazily so that camkit may import viz
 
-    meta = (
-        f"<span>{len(rows)} image{'s' if len(rows) != 1 else ''}</span>"
-        f"<span>{len(methods)} method{'s' if len(methods) != 1 else ''}</span>"
-        f"<span>colormap {_esc(colormap_name)}, image weight {weight:g}</span>{legend}"
-    )
-    subtitle_html = f'<p class="subtitle">{_esc(subtitle)}</p>' if subtitle else ""
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
-        "style-src 'unsafe-inline'\">"
-        f'<meta name="generator" content="camkit {_esc(camkit.__version__)}">'
-        f'<title>{_esc(title)}</title><link rel="icon" href="data:,"><style>{PAGE_CSS}</style></head>\n'
-        f'<body><div class="page"><header class="page-head"><h1>{_esc(title)}</h1>{subtitle_html}'
-        f'<p class="meta">{meta}</p>{toc}</header>\n<main>{_summary(rows, sanity, sanity_note)}{cards}</main>\n'
-        f"<footer>Made with camkit {_esc(camkit.__version__)}. This page is self-contained: it loads "
-        "nothing from the network.</footer></div></body></html>\n"
-    )
+    about = f"colormap {colormap_name}, image weight {weight:g}; made with camkit {camkit.__version__}"
+    columns = _ordered_union([f"{m}:{name}" for m, values in row.metrics.items() for name in values] for row in rows)
+    info = {
+        "kind": "report",
+        "title": title,
+        "subtitle": f"{subtitle}; {about}" if subtitle else about,
+        "methods": methods,
+        "labels": [],
+        "preds": [],
+        "has_labels": False,
+        "failed": 0,
+        "metrics": columns,
+        "summary": _summary(rows, sanity, sanity_note),
+        "legend": legend,
+        "opacity": 1.0 - weight,
+        "given_order": True,
+        "limit": min(max(len(rows), 12), REPORT_PAGE),
+    }
+    return single_page(info, records)
 
 
 def write_report(path: str | os.PathLike[str], rows: Sequence[ReportRow], **options: Any) -> pathlib.Path:
@@ -340,6 +299,7 @@ def write_report(path: str | os.PathLike[str], rows: Sequence[ReportRow], **opti
 
     Example:
         >>> import tempfile
+        >>> import torch
         >>> from PIL import Image
         >>> row = ReportRow("a.png", Image.new("RGB", (8, 8)), [("cat", 0.9)], {"gradcam": torch.rand(2, 2)})
         >>> with tempfile.TemporaryDirectory() as folder:
