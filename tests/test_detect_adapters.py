@@ -201,7 +201,17 @@ def test_detr() -> None:
 
 
 def test_box_score_sum_matches_pytorch_grad_cam_fasterrcnn_target() -> None:
-    """box_score="sum" is pytorch-grad-cam's FasterRCNNBoxScoreTarget (same boxes, same layer)."""
+    """box_score="sum" is pytorch-grad-cam's FasterRCNNBoxScoreTarget: the same map within 1e-4.
+
+    What is compared: both libraries' final maps at the input's resolution (320x320: no resize, no
+    padding, so both upsample the same 10x10 grid over the same extent). The peer min-max normalises
+    twice with an absolute epsilon, ``m / (1e-7 + max m)``: before its cv2 resize and after. Bilinear
+    resizing commutes with affine maps, so its map is exactly camkit's ``(up(g) - min) / range`` times
+    ``range / (range + 1e-7 c)`` (``c`` the first division's denominator): with a random-init model
+    the raw grid ``g`` is ~1e-12, the epsilon is not negligible and the peer's maximum is ~0.995
+    instead of 1. Renormalising the peer's map removes exactly that factor, so the renormalised maps
+    must agree to float rounding (1e-4), and the peer's map must be camkit's times its own maximum.
+    """
     pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
     from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
     from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
@@ -221,9 +231,12 @@ def test_box_score_sum_matches_pytorch_grad_cam_fasterrcnn_target() -> None:
     ours = explain_detections(
         model, x[0], boxes=boxes, labels=labels, box_score="sum", target_layer="backbone.body.16"
     ).maps["gradcam"][0][0]
-    # the peer min-max normalises before resizing with cv2, camkit after resizing with torch
-    assert float((peer - ours).abs().max()) < 0.02
-    assert float(torch.corrcoef(torch.stack([peer.flatten(), ours.flatten()]))[0, 1]) > 0.9999
+    assert float(ours.min()) == 0
+    assert float(ours.max()) == 1
+    renormalised = (peer - peer.min()) / (peer.max() - peer.min())
+    assert float((renormalised - ours).abs().max()) < 1e-4
+    assert float((peer - ours * peer.max()).abs().max()) < 1e-4  # the peer's map is camkit's, scaled by ~0.995
+    assert 0.9 < float(peer.max()) <= 1
 
 
 def test_load_detector_torchvision_with_checkpoint(tmp_path: Any) -> None:

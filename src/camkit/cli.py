@@ -31,7 +31,7 @@ from PIL import Image
 from torch import Tensor
 
 from camkit import __version__
-from camkit.detect._command import add_detect_arguments, detect_command
+from camkit.detect._command import add_detect_arguments, detect_command, is_detector, layers_command
 from camkit.engine import LayerSpec, Progress, candidate_layers, eval_mode, resolve_layers
 from camkit.explanation import Explanation, explain, open_image
 from camkit.models import DEFAULT_MODEL, LoadedModel, Preprocess, load_checkpoint, load_model
@@ -143,7 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     sanity.add_argument("--layer", action="append", help="target layer name, repeatable (default: the model's)")
     add_option_argument(sanity)
     sub.add_parser("methods", help="list the CAM methods with one-line descriptions")
-    layers = sub.add_parser("layers", help="list candidate target layers with their output shapes")
+    layers = sub.add_parser(
+        "layers",
+        help="list candidate target layers with their output shapes (detectors too: a torchvision detection builder, "
+        "ultralytics:CONFIG.yaml, transformers:FOLDER)",
+    )
     _add_model_arguments(layers)
     layers.add_argument("--input-size", type=int, default=None, help="input side in pixels (default: the model's)")
     layers.add_argument("--all", action="store_true", help="also list layers without spatial outputs")
@@ -767,6 +771,8 @@ def _methods_cmd() -> int:
 
 def _layers(args: argparse.Namespace) -> int:
     """List the layers in the order of their last calls, with the output shape of that call (what maps read)."""
+    if is_detector(args.model):  # torchvision detection builders, ultralytics:CONFIG, transformers:FOLDER
+        return layers_command(args)
     if args.input_size is not None and args.input_size < 1:
         raise UserError(f"--input-size must be at least 1, got {args.input_size}")
     loaded = _load(args)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -476,10 +477,21 @@ class DetrAdapter(DetectorAdapter):
     """Hugging Face ``DetrForObjectDetection`` and relatives (``logits`` and normalised ``pred_boxes``).
 
     Images are normalised with the model's image mean and std (ImageNet's by default), padded at
-    the bottom and right with a ``pixel_mask``. ``pred_boxes`` ``(cx, cy, w, h)`` are relative to
-    each image's own size (DETR's convention), ``logits`` end with the no-object class: the class
-    vector is the softmax over the real classes and objectness is one minus the no-object
-    probability. DETR has no NMS.
+    the bottom and right (with the mean colour: zeros after normalisation), and the model gets a
+    ``pixel_mask`` (1 on each image, 0 on its padding) when its ``forward`` takes one.
+    ``pred_boxes`` ``(cx, cy, w, h)`` are relative to each image's own size (DETR's and Deformable
+    DETR's convention: their position encodings and reference points follow the mask), except for
+    models that take no mask or ignore it (RT-DETR, RT-DETRv2, D-FINE, DEIMv2, YOLOS: anchors over
+    the whole padded tensor), whose boxes are relative to the padded batch; the RT-DETR family's
+    batch is padded to a multiple of 32 (its encoder's top-down path needs it). ``logits`` of DETR end
+    with the no-object class: the class vector is the softmax over the real classes and
+    objectness is one minus the no-object probability; sigmoid heads (Deformable DETR, RT-DETR,
+    ``use_focal_loss``) give the sigmoids. DETR has no NMS.
+
+    In a batch of mixed sizes, the convolutions of the backbone see the padding next to a smaller
+    image's bottom and right edges, so its maps (and the model's own outputs) differ from those
+    of the image run alone, as they do in the model's own batched inference; the largest image's
+    do not change. Explain images one at a time, or of one size, for maps free of that effect.
 
     Args:
         model: the ``...ForObjectDetection`` model.
@@ -513,6 +525,22 @@ class DetrAdapter(DetectorAdapter):
         """DETR's softmax with a trailing no-object class (RT-DETR/Deformable DETR use sigmoids instead)."""
         focal = bool(getattr(self._config, "use_focal_loss", False))
         return not focal and "Deformable" not in type(self.model).__name__
+
+    #: ``config.model_type`` of the models that ignore ``pixel_mask`` (boxes relative to the padded batch)
+    MASK_FREE: ClassVar[tuple[str, ...]] = ("rt_detr", "rt_detr_v2", "d_fine", "deimv2")
+
+    @property
+    def takes_mask(self) -> bool:
+        """Whether the model's ``forward`` takes a ``pixel_mask``."""
+        try:
+            return "pixel_mask" in inspect.signature(self.model.forward).parameters
+        except (TypeError, ValueError):
+            return False
+
+    @property
+    def padded_boxes(self) -> bool:
+        """Whether ``pred_boxes`` are relative to the padded batch (the model takes no mask or ignores it)."""
+        return not self.takes_mask or str(getattr(self._config, "model_type", "")) in self.MASK_FREE
 
     @property
     def num_classes(self) -> int | None:
@@ -548,20 +576,24 @@ class DetrAdapter(DetectorAdapter):
         )
 
     def run(self, images: Sequence[Tensor]) -> tuple[Any, list[Frame]]:
-        """``model(pixel_values=..., pixel_mask=...)`` on the normalised, padded batch."""
+        """``model(pixel_values=..., pixel_mask=...)`` on the normalised, padded batch (no mask when it takes none)."""
         inputs = self.to_input(images)
         mean = torch.tensor(self.mean, device=inputs[0].device, dtype=inputs[0].dtype)[:, None, None]
         std = torch.tensor(self.std, device=inputs[0].device, dtype=inputs[0].dtype)[:, None, None]
-        batch, padded = _pad_batch([(image - mean) / std for image in inputs])
-        mask = torch.zeros(batch.shape[0], *padded, dtype=torch.long, device=batch.device)
-        for i, image in enumerate(inputs):
-            mask[i, : image.shape[-2], : image.shape[-1]] = 1
-        output = self.model(pixel_values=batch, pixel_mask=mask)
+        multiple = 32 if str(getattr(self._config, "model_type", "")) in self.MASK_FREE else 1  # their FPN's stride
+        batch, padded = _pad_batch([(image - mean) / std for image in inputs], multiple)
+        if self.takes_mask:
+            mask = torch.zeros(batch.shape[0], *padded, dtype=torch.long, device=batch.device)
+            for i, image in enumerate(inputs):
+                mask[i, : image.shape[-2], : image.shape[-1]] = 1
+            output = self.model(pixel_values=batch, pixel_mask=mask)
+        else:
+            output = self.model(pixel_values=batch)
         sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
         return output, [Frame(size, size, padded) for size in sizes]
 
     def decode(self, output: Any, frames: Sequence[Frame]) -> list[Candidates]:
-        """Softmax class vectors without the no-object column; boxes scaled to each image's pixels."""
+        """Softmax class vectors without the no-object column; boxes scaled to each image's (or the batch's) pixels."""
         logits, boxes = getattr(output, "logits", None), getattr(output, "pred_boxes", None)
         if not isinstance(logits, Tensor) or not isinstance(boxes, Tensor):
             raise TypeError(f"{type(self.model).__name__} returned no logits/pred_boxes: {type(output).__name__}")
@@ -573,7 +605,7 @@ class DetrAdapter(DetectorAdapter):
             else:
                 probs = row_logits.sigmoid()
                 objectness = probs.amax(dim=-1)
-            height, width = frame.size
+            height, width = frame.padded if self.padded_boxes else frame.size
             scale = row_boxes.new_tensor([width, height, width, height])
             centre, half = row_boxes[:, :2], row_boxes[:, 2:] / 2
             found.append(Candidates(torch.cat([centre - half, centre + half], dim=1) * scale, probs, objectness))

@@ -9,7 +9,13 @@ FILE`` loads your state dict with ``weights_only=True``) writes, per image and m
 * ``<image>_<method>_box<k>.png``: one box and its map;
 * ``<image>_<method>.npy``: the maps ``(K, H, W)`` (float32, in ``[0, 1]``);
 
+per image with at least one box ``<image>_grid.png``: one row per box (titled label and score),
+the image with that box, then the box's map by each method;
+
 and ``detections.json``: per image its boxes, labels, scores, or why it has none.
+
+``camkit layers --model <detector>`` (:func:`layers_command`) lists a detector's candidate target
+layers with their output shapes, the adapter's default marked.
 """
 
 from __future__ import annotations
@@ -21,11 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
+from camkit.detect._adapters import adapter_for
 from camkit.detect._explain import DETECTION_METHODS, detection_methods, explain_detections
 from camkit.detect._load import FAMILIES, load_detector
 
-__all__ = ["add_detect_arguments", "detect_command"]
+__all__ = ["add_detect_arguments", "detect_command", "detector_layers", "is_detector", "layers_command"]
 
 
 def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +121,7 @@ def detect_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     table: list[dict[str, Any]] = []
     written = 0
+    grids = 0
     failures: list[str] = []
     from camkit.explanation import open_image
 
@@ -144,6 +154,11 @@ def detect_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
                     f"{base}_{name}_box{k}.png"
                 )
             written += 1 + len(found)
+        grid_file = None
+        if len(found):  # boxes x methods, one cell each
+            grid_file = f"{base}_grid.png"
+            result.grid(0, names, colormap=args.colormap, alpha=args.alpha).save(grid_file)
+            grids += 1
         labels = [result.label(int(label)) for label in found.labels]
         table.append(
             {
@@ -154,6 +169,7 @@ def detect_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
                 "scores": [round(v, 4) for v in found.scores.tolist()],
                 "reason": result.reasons[0],
                 "layers": result.layers,
+                "grid": None if grid_file is None else Path(grid_file).relative_to(out).as_posix(),
             }
         )
         shown = ", ".join(f"{n} {s:.2f}" for n, s in zip(labels[:5], found.scores.tolist(), strict=False))
@@ -164,9 +180,124 @@ def detect_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
     (out / "detections.json").write_text(json.dumps(about, indent=2))
     weights = "" if args.checkpoint is not None else " (random weights: pass --checkpoint FILE for yours)"
     print(
-        f"wrote {written} overlay(s) (.png), raw maps (.npy) and detections.json to {out}/ "
+        f"wrote {written} overlay(s) (.png), {grids} grid(s) of boxes x methods (_grid.png), raw maps (.npy) "
+        f"and detections.json to {out}/ "
         f"[model {args.model}{weights}]"
     )
     for failure in failures:
         print(f"skipped {failure}")
+    return 0
+
+
+def is_detector(spec: str) -> bool:
+    """Whether ``--model spec`` names a detector: ``ultralytics:``, ``transformers:``, a torchvision detection builder.
+
+    Example:
+        >>> is_detector("torchvision:fasterrcnn_resnet50_fpn"), is_detector("torchvision:resnet18")
+        (True, False)
+    """
+    family, _, name = str(spec).partition(":")
+    if family in ("ultralytics", "transformers"):
+        return bool(name)
+    if family != "torchvision" or not name:
+        return False
+    try:
+        from torchvision.models import detection  # type: ignore[import-untyped]
+    except ImportError:
+        return False
+    return name[:1].islower() and callable(getattr(detection, name, None))
+
+
+def detector_layers(
+    model: nn.Module, size: tuple[int, int] = (640, 640)
+) -> tuple[list[tuple[str, tuple[int, ...]]], str]:
+    """Every layer of a detector's hooked module with the output shape of its last call, and the default layer.
+
+    One gray image of ``size`` ``(H, W)`` goes through the adapter (:meth:`DetectorAdapter.run`,
+    so through the detector's own resizing and padding) in eval mode without gradients; the model's
+    flags are restored after.
+
+    Args:
+        model: the detector (any model :func:`~camkit.detect.adapter_for` takes).
+        size: the dummy image's ``(H, W)``.
+
+    Returns:
+        ``(name, output shape)`` of every submodule whose (last) output is a tensor, in the order
+        of their last calls (names relative to the adapter's module, as ``target_layer`` takes
+        them), and the adapter's automatic layer (``""`` when it cannot choose one).
+
+    Example:
+        >>> from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+        >>> model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3)
+        >>> shapes, default = detector_layers(model, (96, 96))
+        >>> default, dict(shapes)[default]
+        ('backbone.features.1', (1, 480, 10, 10))
+    """
+    adapter = adapter_for(model)
+    module = adapter.module
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def record(name: str) -> Any:
+        def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+            shapes.pop(name, None)  # the last call counts, at its place in the order
+            if isinstance(out, torch.Tensor):
+                shapes[name] = tuple(out.shape)
+
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in module.named_modules() if n]
+    ref = next((t for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()), None)
+    image = torch.full((3, *size), 0.5, device=None if ref is None else ref.device)
+    try:
+        with adapter.session(), torch.no_grad():
+            adapter.run([image])
+    finally:
+        for handle in handles:
+            handle.remove()
+    try:
+        default = adapter.default_layer()
+    except ValueError:
+        default = ""
+    return list(shapes.items()), default
+
+
+def layers_command(args: argparse.Namespace) -> int:
+    """``camkit layers --model <detector>``: the candidate target layers, the adapter's default marked.
+
+    Without ``--all`` only layers with a spatial output of the one image (``(1, C, H, W)``) are
+    listed: per-box outputs (a Faster R-CNN RoI head's ``(boxes, C, 7, 7)``) and token or vector
+    outputs are left out.
+
+    Args:
+        args: the parsed ``camkit layers`` arguments (``--model``, ``--checkpoint``, ``--device``,
+            ``--input-size``, ``--all``).
+
+    Returns:
+        The exit code (0).
+
+    Raises:
+        ValueError: for a bad ``--input-size``, model name or checkpoint.
+    """
+    if args.input_size is not None and args.input_size < 1:
+        raise ValueError(f"--input-size must be at least 1, got {args.input_size}")
+    model = load_detector(args.model, checkpoint=args.checkpoint)
+    adapter = adapter_for(model)
+    try:
+        adapter.module.to(args.device)
+    except (RuntimeError, AssertionError) as error:
+        raise ValueError(f"device {args.device!r} is not usable here ({error}); try --device cpu") from None
+    side = args.input_size or 640
+    shapes, default = detector_layers(model, (side, side))
+    header = (
+        f"[detector {args.model} ({type(adapter).__name__}), one {side}x{side} image through the model's own "
+        "resizing; a layer called more than once: its last call]"
+    )
+    print(f"{'layer':<40} output shape   {header}")
+    for name, shape in shapes:
+        if not args.all and (len(shape) != 4 or shape[0] != 1):
+            continue
+        mark = "  <- default" if name == default else ""
+        print(f"{name:<40} {'x'.join(map(str, shape[1:]))}{mark}")
+    if not default:
+        print("(the adapter picks no layer by itself for this model: pass --layer NAME)")
     return 0

@@ -8,8 +8,9 @@ Two kinds of method run per box:
   ``torch.autograd.grad`` of the box score (:mod:`camkit.detect._target`) for all images at
   once. A class-agnostic map is the same for every box of an image;
 * detection methods of their own (:data:`DETECTION_METHODS`): D-RISE, black-box, over any
-  adapter, and Ablation-CAM per box (:mod:`camkit.detect._ablation`), which re-runs the whole
-  detector with the layer's channels ablated (the classifier engine re-runs a classifier's tail).
+  adapter, and Ablation-CAM per box (:mod:`camkit.detect._ablation`), which runs the detector
+  before the layer once per image and only what follows it per chunk of ablated channels where
+  the detector's structure is known (:mod:`camkit.detect._tail`), else the whole detector.
 
 D-RISE is not in the classifier registry (:func:`camkit.register`): a registered method is a
 weight function of one layer's activations and gradients for a class target, while D-RISE reads
@@ -160,7 +161,7 @@ def register_detection_method(
         "num_masks": Option(1000, (int,), "how many randomly masked copies of each image"),
         "cell_size": Option(16, (int,), "mask grid cell in pixels"),
         "p": Option(0.5, (float, int), "probability that a mask cell is kept"),
-        "batch_size": Option(32, (int,), "masked images per forward"),
+        "batch_size": Option(None, (int,), "masked images per forward; None: the most that fit a memory budget"),
         "generator": Option(None, (torch.Generator,), "a torch.Generator for reproducible masks"),
     },
     summary="D-RISE: masks weighted by IoU × class-vector cosine × objectness of the masked image's detections.",
@@ -204,6 +205,8 @@ def _drise(
     options={
         "ablation_value": Option(0.0, (float, int), "the value an ablated channel is set to"),
         "batch_size": Option(32, (int,), "ablated copies of an image per forward"),
+        "max_channels": Option(None, (int,), "ablate only this many channels (largest spatial variance); None: all"),
+        "reforward": Option("auto", (str,), "auto (tail-only where known, checked), fast (tail only) or full"),
     },
     summary="Ablation-CAM per box: weight = relative drop of the box score when the channel is set to zero.",
     paper="Desai & Ramaswamy, Ablation-CAM, WACV 2020",
@@ -223,6 +226,8 @@ def _ablation(
         batch_size=ctx.options["batch_size"],
         box_score=ctx.box_score,
         iou_threshold=ctx.iou_threshold,
+        max_channels=ctx.options["max_channels"],
+        reforward=ctx.options["reforward"],
     )
 
 
@@ -503,22 +508,66 @@ class DetectionExplanation:
         picked = list(range(len(found))) if box is None else [box]
         if box is not None and not 0 <= box < len(found):
             raise ValueError(f"box {box} does not exist: image {i} has {len(found)} box(es)")
-        picture = Image.fromarray(
-            (self.images[i].detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-        )
+        picture = self.picture(i)
         if picked:
             picture = overlay_mask(picture, maps[picked].amax(dim=0), colormap=colormap, alpha=alpha)
+        return self.draw_boxes(picture, i, picked)
+
+    def picture(self, i: int = 0) -> Image.Image:
+        """Image ``i`` as an RGB PIL image."""
+        pixels = (self.images[i].detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0)
+        return Image.fromarray(pixels.cpu().numpy())
+
+    def caption(self, i: int, box: int) -> str:
+        """``"<label> <score>"`` of box ``box`` of image ``i``."""
+        found = self.detections[i]
+        return f"{self.label(int(found.labels[box]))} {float(found.scores[box]):.2f}"
+
+    def draw_boxes(self, picture: Image.Image, i: int, boxes: Sequence[int]) -> Image.Image:
+        """``picture`` (image ``i``'s size) with the given boxes of image ``i`` and their captions drawn on it."""
+        found = self.detections[i]
         draw = ImageDraw.Draw(picture)
-        for k in picked:
+        for k in boxes:
             x1, y1, x2, y2 = found.boxes[k].tolist()
             draw.rectangle((x1, y1, x2, y2), outline=(255, 255, 255), width=2)
-            text = f"{self.label(int(found.labels[k]))} {float(found.scores[k]):.2f}"
+            text = self.caption(i, k)
             left, top, right, bottom = draw.textbbox((x1, y1), text)
             lift = bottom - top + 2
             y = y1 - lift if y1 >= lift else y1
             draw.rectangle((x1, y, x1 + right - left + 2, y + lift), fill=(255, 255, 255))
             draw.text((x1 + 1, y), text, fill=(0, 0, 0))
         return picture
+
+    def grid(
+        self,
+        i: int = 0,
+        methods: Sequence[str] | None = None,
+        *,
+        colormap: str = "jet",
+        alpha: float = 0.5,
+        cell_size: int = 224,
+    ) -> Image.Image:
+        """A figure of image ``i``'s boxes × methods: one row per box (titled label and score).
+
+        The first column shows the image with the row's box, the others that box's map by each
+        method, the box drawn over it (see :func:`camkit.detect._figure.box_grid`).
+
+        Args:
+            i: the image.
+            methods: the methods, one column each (default: every computed one).
+            colormap: see :func:`camkit.viz.overlay_mask`.
+            alpha: weight of the image.
+            cell_size: the side of each square cell in pixels.
+
+        Returns:
+            The RGB figure.
+
+        Raises:
+            ValueError: for an unknown image or method, or an image without boxes.
+        """
+        from camkit.detect._figure import box_grid
+
+        return box_grid(self, i, methods, colormap=colormap, alpha=alpha, cell_size=cell_size)
 
     def pointing_game(
         self, method: str | None = None, *, tolerance: float = 15.0, energy: bool = False
@@ -662,7 +711,8 @@ def explain_detections(
         box_score: ``"product"`` (IoU × class score) or ``"sum"`` (pytorch-grad-cam's IoU + score).
         iou_threshold: the IoU a ``"sum"`` match must exceed.
         **options: method options (``eigen_smooth``, ``num_masks``, ``cell_size``, ``p``,
-            ``batch_size``, ``generator``, ``ablation_value``, ...); each method gets those it declares.
+            ``batch_size``, ``generator``, ``ablation_value``, ``max_channels``, ``reforward``, ...); each
+            method gets those it declares.
 
     Returns:
         A :class:`DetectionExplanation`; images without boxes have empty maps ``(0, H, W)`` and a

@@ -1,0 +1,94 @@
+"""The boxes × methods figure of one image (``camkit explain --task detect`` writes it as ``<image>_grid.png``).
+
+One row per explained box, titled with its label and score; the first column shows the image with
+that box, the others the box's map by each method with the box drawn over it. The layout (column
+headers, rotated row titles, square cells) is the one of :func:`camkit.viz.grid`.
+
+Example:
+    >>> import torch
+    >>> from camkit.detect import Detections
+    >>> from camkit.detect._explain import DetectionExplanation
+    >>> found = Detections(torch.tensor([[2.0, 2.0, 20.0, 20.0]]), torch.tensor([1]), torch.tensor([0.9]))
+    >>> result = DetectionExplanation([torch.rand(3, 32, 32)], [found], {"gradcam": [torch.rand(1, 32, 32)]})
+    >>> figure = box_grid(result, 0, cell_size=64)  # one row, 2 columns of 64 px, headers and a row title
+    >>> figure.width > 2 * 64, figure.height > 64
+    (True, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from PIL import Image, ImageDraw
+
+from camkit.viz import overlay_mask
+from camkit.viz.grid import _BACKGROUND, _INK, _MUTED, _centered_text, _font, _line_height, _paste_fitted, check_size
+
+if TYPE_CHECKING:
+    from camkit.detect._explain import DetectionExplanation
+
+__all__ = ["box_grid"]
+
+
+def box_grid(
+    result: DetectionExplanation,
+    i: int = 0,
+    methods: Sequence[str] | None = None,
+    *,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    cell_size: int = 224,
+    padding: int = 8,
+) -> Image.Image:
+    """Image ``i``'s explained boxes (rows) × the methods (columns), one cell per box and method.
+
+    Args:
+        result: what :func:`~camkit.detect.explain_detections` returned.
+        i: the image.
+        methods: the methods, one column each (default: every computed one, in order).
+        colormap: see :func:`camkit.viz.overlay_mask`.
+        alpha: weight of the image in each overlay.
+        cell_size: the side of each square cell in pixels (the image is scaled to fit).
+        padding: pixels between cells.
+
+    Returns:
+        The RGB figure.
+
+    Raises:
+        ValueError: for an unknown image or method, or an image without boxes.
+    """
+    if not 0 <= i < len(result.images):
+        raise ValueError(f"image {i} does not exist: {len(result.images)} image(s) were explained")
+    names = list(result.maps) if methods is None else list(methods)
+    unknown = [name for name in names if name not in result.maps]
+    if unknown or not names:
+        raise ValueError(f"methods {unknown or names!r} were not computed; computed: {sorted(result.maps)}")
+    found = result.detections[i]
+    if not len(found):
+        raise ValueError(f"image {i} has no boxes to show ({result.reasons[i] if i < len(result.reasons) else ''})")
+    cell = check_size(cell_size, "cell_size", 16)
+    pad = check_size(padding, "padding", 0)
+    font = _font(max(10, cell // 14))
+    line = _line_height(font)
+    columns = ["image", *names]
+    left = line + pad
+    canvas = Image.new(
+        "RGB", (left + pad + len(columns) * (cell + pad), line + pad + len(found) * (cell + pad)), _BACKGROUND
+    )
+    draw = ImageDraw.Draw(canvas)
+    for j, name in enumerate(columns):
+        _centered_text(draw, (left + pad + j * (cell + pad), pad // 2, cell), name, font, _INK)
+    picture = result.picture(i)
+    for k in range(len(found)):
+        top = line + pad + k * (cell + pad)
+        cells = [result.draw_boxes(picture.copy(), i, [k])]
+        for name in names:
+            heat = overlay_mask(picture, result.maps[name][i][k], colormap=colormap, alpha=alpha)
+            cells.append(result.draw_boxes(heat, i, [k]))
+        for j, shown in enumerate(cells):
+            _paste_fitted(canvas, shown, left + pad + j * (cell + pad), top, cell)
+        title = Image.new("RGB", (cell, line), _BACKGROUND)
+        _centered_text(ImageDraw.Draw(title), (0, 0, cell), f"#{k} {result.caption(i, k)}", font, _MUTED)
+        canvas.paste(title.rotate(90, expand=True), (pad // 2, top))
+    return canvas
