@@ -73,8 +73,8 @@ PHOTOS = {
 }
 # Stochastic and many-forward methods get fewer samples than their defaults, said in the table.
 CHEAP_OPTIONS = {"sscam": {"num_samples": 2}, "iscam": {"num_samples": 2}}
-# The Score-CAM family scores only this many channels of bn2's 1280 (`--max-channels`).
-SCORE_FAMILY = ("scorecam", "sscam", "iscam")
+# The Score-CAM family (and Poly-CAM, per layer) scores only this many channels of bn2's 1280 (`--max-channels`).
+SCORE_FAMILY = ("scorecam", "sscam", "iscam", "polycam")
 METRICS = ("avg_drop", "increase", "deletion", "insertion", "road", "gain", "sparseness", "complexity")
 HEADERS = {
     "avg_drop": "avg drop ↓",

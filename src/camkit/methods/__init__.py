@@ -4,9 +4,10 @@ Every registry method has a class here named by its spec's ``class_name`` (``Gra
 ``GradCAMpp``, ``ScoreCAM``, ...), made from the spec (:mod:`camkit.methods._classes`); a method
 registered at run time with :func:`camkit.register` gets one too, on first access
 (``from camkit.methods import MyCAM``). ``CAM`` is hand-written (its constructor takes
-``fc_layer``). ``LeGrad`` and ``AttentionRollout`` (vision transformers) read attention instead of
-one layer's activation, so they are extractor classes without a registry entry (see
-:mod:`camkit.methods.attention`); ``RefineCAM``, ``FinerCAM`` and ``SESS`` wrap another method.
+``fc_layer``). ``LeGrad``, ``AttentionRollout`` and ``TransformerAttribution`` (vision transformers) read
+attention instead of one layer's activation, so they are extractor classes without a registry
+entry (see :mod:`camkit.methods.attention` and :mod:`camkit.methods.attribution`); ``RefineCAM``,
+``FinerCAM`` and ``SESS`` wrap another method.
 
 Example:
     >>> from camkit.methods import GradCAM, LayerCAM, ScoreCAM, CAM
