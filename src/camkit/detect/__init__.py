@@ -26,6 +26,7 @@ from camkit.detect._adapters import TorchvisionAdapter as TorchvisionAdapter
 from camkit.detect._adapters import YoloAdapter as YoloAdapter
 from camkit.detect._adapters import adapter_for as adapter_for
 from camkit.detect._adapters import require as require
+from camkit.detect._command import detector_layers as detector_layers
 from camkit.detect._drise import random_masks as random_masks
 from camkit.detect._explain import DETECTION_METHODS as DETECTION_METHODS
 from camkit.detect._explain import DetectionContext as DetectionContext
@@ -62,6 +63,7 @@ __all__ = [
     "box_iou",
     "box_scores",
     "detection_methods",
+    "detector_layers",
     "explain_detections",
     "load_detector",
     "random_masks",
