@@ -33,6 +33,7 @@ from torch import nn
 from camkit.detect._adapters import adapter_for
 from camkit.detect._explain import DETECTION_METHODS, detection_methods, explain_detections
 from camkit.detect._load import FAMILIES, load_detector
+from camkit.engine import output_shapes, reference_tensor
 
 __all__ = ["add_detect_arguments", "detect_command", "detector_layers", "is_detector", "layers_command"]
 
@@ -234,26 +235,10 @@ def detector_layers(
         ('backbone.features.1', (1, 480, 10, 10))
     """
     adapter = adapter_for(model)
-    module = adapter.module
-    shapes: dict[str, tuple[int, ...]] = {}
-
-    def record(name: str) -> Any:
-        def hook(_m: nn.Module, _i: Any, out: Any) -> None:
-            shapes.pop(name, None)  # the last call counts, at its place in the order
-            if isinstance(out, torch.Tensor):
-                shapes[name] = tuple(out.shape)
-
-        return hook
-
-    handles = [m.register_forward_hook(record(n)) for n, m in module.named_modules() if n]
-    ref = next((t for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()), None)
+    ref = reference_tensor(adapter.module)
     image = torch.full((3, *size), 0.5, device=None if ref is None else ref.device)
-    try:
-        with adapter.session(), torch.no_grad():
-            adapter.run([image])
-    finally:
-        for handle in handles:
-            handle.remove()
+    with output_shapes(adapter.module) as shapes, adapter.session(), torch.no_grad():
+        adapter.run([image])
     try:
         default = adapter.default_layer()
     except ValueError:

@@ -7,7 +7,8 @@ camkit that registers hooks. It knows no method by name.
   perturbation forwards), so two extractors on one model never overwrite each other.
 * :func:`eval_mode` puts the model in eval mode for a block and restores every train/eval flag on
   exit, exceptions included.
-* :func:`candidate_layers` lists every submodule's output shape for one dummy input.
+* :func:`candidate_layers` lists every submodule's output shape for one dummy input
+  (:func:`output_shapes` records them for any call).
 * :func:`guided_relus` turns ReLUs into guided ReLUs for a block, without replacing modules.
 """
 
@@ -34,6 +35,7 @@ __all__ = [
     "guided_relus",
     "input_errors",
     "input_problem",
+    "output_shapes",
     "paused",
     "reference_tensor",
 ]
@@ -207,8 +209,39 @@ def candidate_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple
         >>> candidate_layers(net, (3, 8, 8))[-2:]
         [('pool', (1, 4, 2, 2)), ('again', (1, 4, 2, 2))]
     """
+    ref = reference_tensor(model)
+    dummy = torch.zeros(
+        (1, *input_shape),
+        device=ref.device if ref is not None else None,
+        dtype=ref.dtype if ref is not None else None,
+    )
+    with output_shapes(model) as shapes, eval_mode(model), torch.no_grad():  # an error of model.eval() passes through
+        try:
+            model(dummy)
+        except Exception as exc:
+            raise ValueError(
+                f"the dummy forward of shape {tuple(dummy.shape)} used to pick target_layer failed ({exc}); "
+                "pass input_shape=(C, H, W) matching your model, or name target_layer explicitly"
+            ) from exc
+    return list(shapes.items())
+
+
+@contextlib.contextmanager
+def output_shapes(model: nn.Module) -> Iterator[dict[str, tuple[int, ...]]]:
+    """For the block, the output shape of every named submodule, camkit's own hooks paused.
+
+    A module called several times is kept with its **last** call's shape, at that call's place in
+    the (insertion) order of the yielded dict; modules whose output is not a tensor are left out.
+    The hooks are removed on exit, also after an error.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+        >>> with output_shapes(net) as shapes:
+        ...     _ = net(torch.zeros(1, 3, 5, 5))
+        >>> shapes
+        {'0': (1, 4, 3, 3), '1': (1, 36)}
+    """
     shapes: dict[str, tuple[int, ...]] = {}
-    handles: list[RemovableHandle] = []
 
     def record(name: str) -> Callable[[nn.Module, Any, Any], None]:
         def hook(_m: nn.Module, _i: Any, out: Any) -> None:
@@ -218,28 +251,16 @@ def candidate_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple
 
         return hook
 
-    ref = reference_tensor(model)
-    dummy = torch.zeros(
-        (1, *input_shape),
-        device=ref.device if ref is not None else None,
-        dtype=ref.dtype if ref is not None else None,
-    )
+    handles: list[RemovableHandle] = []
     try:
         for name, module in model.named_modules():
             if name:
                 handles.append(module.register_forward_hook(record(name)))
-        with paused(), eval_mode(model), torch.no_grad():  # an error of model.eval() itself passes through
-            try:
-                model(dummy)
-            except Exception as exc:
-                raise ValueError(
-                    f"the dummy forward of shape {tuple(dummy.shape)} used to pick target_layer failed ({exc}); "
-                    "pass input_shape=(C, H, W) matching your model, or name target_layer explicitly"
-                ) from exc
+        with paused():
+            yield shapes
     finally:
         for handle in handles:
             handle.remove()
-    return list(shapes.items())
 
 
 class _PositiveGradient(torch.autograd.Function):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camkit.engine import resolve_layers
-from camkit.methods.score import channel_budget, channel_masks, select_channels
+from camkit.methods.score import all_channels, budgeted_masks
 from camkit.ops import upsample
 from camkit.registry import MethodContext, Option, register
 from camkit.reshape import attention_kind, transformer_info
@@ -234,13 +234,8 @@ def polycam(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
         raise ValueError("polycam re-runs the model on its input: run the forward after creating the extractor")
     variant = _variant(ctx.options["variant"])
     n, c = a.shape[:2]
-    budget = channel_budget(ctx.options.get("max_channels"))
-    keep = None if budget is None or budget >= c else select_channels(a, budget)
-    masks = channel_masks(a)
-    if keep is not None:
-        masks = masks.gather(1, keep.view(*keep.shape, *[1] * (a.ndim - 2)).expand(-1, -1, *a.shape[2:]))
-    k = masks.shape[1]
-    masks = masks.flatten(0, 1).unsqueeze(1)  # (N*K, 1, *S)
+    masks, keep = budgeted_masks(a, ctx.options.get("max_channels"))
+    k = c if keep is None else keep.shape[1]
     sample_of = torch.arange(n, device=a.device).repeat_interleave(k)
     kinds = {"plus": [True], "minus": [False], "plusminus": [True, False]}[variant]
     scores = {kind: torch.zeros(n * k, dtype=a.dtype, device=a.device) for kind in kinds}
@@ -263,7 +258,4 @@ def polycam(a: Tensor, g: None, ctx: MethodContext) -> Tensor:
         clean = probe.scores(x, samples).to(a.dtype).to(a.device)[sample_of]
         scores[False][flat] = clean[flat]
         weights = torch.relu(scores.get(True, 0) + clean - scores[False])
-    weights = weights.view(n, k)
-    if keep is None:
-        return weights
-    return torch.zeros(n, c, dtype=weights.dtype, device=weights.device).scatter(1, keep.to(weights.device), weights)
+    return all_channels(weights.view(n, k), keep, c)

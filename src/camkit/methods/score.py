@@ -29,7 +29,7 @@ from torch import Tensor
 from camkit.ops import upsample
 from camkit.registry import MethodContext, Option, Probe, register
 
-__all__ = ["channel_budget", "iscam", "scorecam", "select_channels", "sscam"]
+__all__ = ["all_channels", "budgeted_masks", "channel_budget", "iscam", "scorecam", "select_channels", "sscam"]
 
 # (masks (b, 1, *S_in), sample index s) -> transformed masks
 MaskTransform = Callable[[Tensor, int], Tensor]
@@ -49,6 +49,33 @@ def channel_masks(a: Tensor) -> Tensor:
     span = flat.amax(-1, keepdim=True) - low
     safe = torch.where(span > 0, span, torch.ones_like(span))
     return torch.where(span > 0, (flat - low) / safe, torch.zeros_like(flat)).view_as(a)
+
+
+def budgeted_masks(a: Tensor, max_channels: Any) -> tuple[Tensor, Tensor | None]:
+    """The channel masks of the channels a ``max_channels`` budget keeps, one row per (sample, channel).
+
+    Args:
+        a: activations ``(N, C, *S)``.
+        max_channels: the option as given (:func:`channel_budget`).
+
+    Returns:
+        ``masks`` ``(N*K, 1, *S)`` (:func:`channel_masks`, row ``r`` = sample ``r // K``) and the kept
+        channels ``(N, K)`` of :func:`select_channels` (``None``: every channel, ``K = C``).
+    """
+    budget = channel_budget(max_channels)
+    keep = None if budget is None or budget >= a.shape[1] else select_channels(a, budget)
+    masks = channel_masks(a)
+    if keep is not None:
+        masks = masks.gather(1, keep.view(*keep.shape, *[1] * (a.ndim - 2)).expand(-1, -1, *a.shape[2:]))
+    return masks.flatten(0, 1).unsqueeze(1), keep
+
+
+def all_channels(weights: Tensor, keep: Tensor | None, channels: int) -> Tensor:
+    """Weights ``(N, K)`` of the kept channels as ``(N, C)``, 0 for the channels left out."""
+    if keep is None:
+        return weights
+    out = torch.zeros(weights.shape[0], channels, dtype=weights.dtype, device=weights.device)
+    return out.scatter(1, keep.to(weights.device), weights)
 
 
 def channel_budget(value: Any) -> int | None:
@@ -140,13 +167,8 @@ def _score_weights(
             "run one forward of the batch you explain"
         )
     n, c = a.shape[:2]
-    budget = channel_budget(ctx.options.get("max_channels"))
-    keep = None if budget is None or budget >= c else select_channels(a, budget)
-    masks = channel_masks(a)
-    if keep is not None:
-        masks = masks.gather(1, keep.view(*keep.shape, *[1] * (a.ndim - 2)).expand(-1, -1, *a.shape[2:]))
-    k = masks.shape[1]
-    masks = masks.flatten(0, 1).unsqueeze(1)  # (N*K, 1, *S)
+    masks, keep = budgeted_masks(a, ctx.options.get("max_channels"))
+    k = c if keep is None else keep.shape[1]
     rows = torch.arange(n, device=a.device).repeat_interleave(k)
     total = torch.zeros(n * k, dtype=a.dtype, device=a.device)
     zero = _ZeroScores(probe, x, a.dtype)
@@ -169,10 +191,7 @@ def _score_weights(
                     continue
         picked = rows[index].to(x.device)
         total[index] += probe.scores(mask * x[picked], picked).to(a.dtype)
-    weights = torch.softmax(total.view(n, k) / num_samples, dim=1)
-    if keep is None:
-        return weights
-    return torch.zeros(n, c, dtype=weights.dtype, device=weights.device).scatter(1, keep.to(weights.device), weights)
+    return all_channels(torch.softmax(total.view(n, k) / num_samples, dim=1), keep, c)
 
 
 _MAX_CHANNELS = Option(None, (), "score only the K channels of largest variance (a positive int); None: all")
