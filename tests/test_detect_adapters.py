@@ -159,6 +159,25 @@ def test_torchvision_label_out_of_range() -> None:
         explain_detections(fasterrcnn(), IMAGES[:1], boxes=BOXES[:1], labels=[[1, 4]])
 
 
+def test_second_order_method_on_roi_align_names_the_fix() -> None:
+    model = fasterrcnn()
+    before = model_state(model)
+    with pytest.raises(ValueError, match=r"shapleycam needs second derivatives.*--method fast"):
+        explain_detections(model, IMAGES[:1], boxes=BOXES[:1], method="shapleycam")
+    assert model_state(model) == before
+
+
+def test_fast_detection_methods_are_first_order_and_deterministic() -> None:
+    from camkit import get_method
+    from camkit.detect._command import fast_detection_methods
+
+    fast = fast_detection_methods()
+    assert "gradcam" in fast
+    assert "eigencam" in fast
+    assert not {"shapleycam", "randomcam", "drise", "ablationcam"} & set(fast)
+    assert all(not get_method(name).needs_hvp and not get_method(name).stochastic for name in fast)
+
+
 def test_yolo_wrapper_is_never_trained(yolo: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("camkit called a method of the YOLO wrapper")

@@ -149,12 +149,12 @@ def test_grid_cells_are_each_box_overlay_by_each_method() -> None:
     from PIL import ImageOps
 
     from camkit.detect import explain_detections
-    from camkit.viz.grid import _font, _line_height
+    from camkit.viz import cell_grid
     from test_detect_adapters import BOXES, IMAGES, fasterrcnn
 
     result = explain_detections(fasterrcnn(), IMAGES, boxes=[BOXES[0], []], method=["gradcam", "eigencam"])
     figure = result.grid(0, cell_size=64)
-    line, pad = _line_height(_font(10)), 8
+    line, pad = cell_grid([], ["header"], cell_size=64, padding=0).height, 8  # no rows: the header line alone
     left = line + pad
     assert figure.size == (left + pad + 3 * (64 + pad), line + pad + 2 * (64 + pad))  # 2 boxes x (image + 2)
     for k in range(2):
@@ -170,3 +170,119 @@ def test_grid_cells_are_each_box_overlay_by_each_method() -> None:
         result.grid(0, ["drise"])
     with pytest.raises(ValueError, match="image 2 does not exist"):
         result.grid(2)
+
+
+DETECTOR = "torchvision:fasterrcnn_mobilenet_v3_large_320_fpn"  # random weights: every score is about 1/91
+
+
+def _decoded(uri: str) -> Image.Image:
+    import base64
+    import io
+
+    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+
+
+def test_report_of_detections_has_a_row_per_box(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    from _viewer_common import page_data
+
+    photo = tmp_path / "photo.png"
+    pixels = np.random.default_rng(0).integers(0, 255, (240, 400, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(photo)
+    page = tmp_path / "report.html"
+    code = main(
+        [
+            "report", str(photo), "--task", "detect", "--model", DETECTOR, "--score-threshold", "0.005",
+            "--max-boxes", "2", "--method", "gradcam", "--method", "eigencam", "--out", str(page),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "photo.png: 2 box(es)" in printed
+    assert "2 box(es) x 2 method(s)" in printed
+    text = page.read_text(encoding="utf-8")
+    assert "http://" not in text
+    assert "https://" not in text
+    info, records = page_data(text)
+    assert info["methods"] == ["gradcam", "eigencam"]
+    assert "random weights" in info["subtitle"]
+    assert len(records) == 2
+    for k, record in enumerate(records):  # "photo.png: box k · <label> <score>"
+        assert re.fullmatch(rf"photo\.png: box {k} · \S+ 0\.0\d", record["key"]), record["key"]
+        assert record["image"].startswith("data:image/png;base64,")
+        image = _decoded(record["image"])
+        assert image.size == (320, 192)  # shrunk to the report's size before the box is drawn
+        plain = Image.fromarray(pixels).resize((320, 192), Image.Resampling.LANCZOS)
+        assert not np.array_equal(np.asarray(image.convert("RGB")), np.asarray(plain))  # the box and caption
+        assert set(record["maps"]) == {"gradcam", "eigencam"}
+        for uris in record["maps"].values():
+            assert len(uris) == 1
+            assert uris[0].startswith("data:image/png;base64,")
+            assert _decoded(uris[0]).size == image.size
+        assert len(record["pred"]) == 2  # the image's detections: (label, score)
+        assert record["key"].endswith(f"{record['pred'][k][2]} {record['pred'][k][1]:.2f}")
+    assert records[0]["pred"] == records[1]["pred"]
+
+
+def test_report_of_an_image_without_detections(tmp_path: Path, photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from _viewer_common import page_data
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture")
+    page = tmp_path / "report.html"
+    code = main(
+        ["report", str(photo), str(broken), "--task", "detect", "--model", DETECTOR, "--score-threshold", "0.9",
+         "--out", str(page)]
+    )  # fmt: skip
+    assert code == 1  # one image skipped, as for classifiers; the other is in the report
+    captured = capsys.readouterr()
+    assert "photo.png: 0 box(es) (no detection scored above score_threshold=0.9" in captured.out
+    assert "camkit: skipped" in captured.err
+    assert "broken.png" in captured.err
+    info, records = page_data(page.read_text(encoding="utf-8"))
+    assert [r["key"].split(" (")[0] for r in records] == ["photo.png: no detections"]
+    assert "score_threshold=0.9" in records[0]["key"]
+    assert records[0]["maps"] == {}
+    assert records[0]["pred"] == []
+    assert records[0]["image"].startswith("data:image/png;base64,")
+    assert info["methods"] == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--metrics-steps", "8"], "--metrics-steps applies to classifiers"),
+        (["--sanity"], "--sanity applies to classifiers"),
+        (["--class", "3"], "--class and --topk apply to"),
+        (["--method", "scorecam"], "not available with --task detect"),
+        (["--alpha", "1.5"], "--alpha must be in [0, 1)"),
+    ],
+)
+def test_report_of_detections_rejects_classifier_options(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    page = tmp_path / "report.html"
+    assert main(["report", str(photo), "--task", "detect", "--model", DETECTOR, "--out", str(page), *extra]) == 1
+    error = capsys.readouterr().err
+    assert message in error
+    assert len(error.strip().splitlines()) == 1
+    assert not page.exists()
+
+
+def test_explain_skips_an_unreadable_image_with_exit_code_1(
+    tmp_path: Path, photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a picture")
+    out = tmp_path / "out"
+    code = main(
+        ["explain", str(photo), str(broken), "--task", "detect", "--model", DETECTOR, "--score-threshold", "0.9",
+         "--out", str(out)]
+    )  # fmt: skip
+    assert code == 1  # as for classifiers: the readable image is written, the other listed on stderr
+    captured = capsys.readouterr()
+    assert "camkit: skipped" in captured.err
+    assert "broken.png" in captured.err
+    assert "1 of 2 images were skipped" in captured.err
+    assert (out / "detections.json").exists()

@@ -308,3 +308,25 @@ def test_cli_report_of_the_bundled_photos_renders(browser: DevTools, tmp_path: P
     assert errors == []
     assert all(url.split(":", 1)[0] in {"file", "data", "about"} for url in requested), requested
     assert any("espresso" in text for text in state["predicted"])
+
+
+def test_cli_report_of_detections_renders(browser: DevTools, tmp_path: Path) -> None:
+    """`camkit report --task detect` (a random-weight Faster R-CNN): one row per box, every image drawn."""
+    import numpy as np
+
+    from camkit.cli import main
+
+    image = tmp_path / "street.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(image)
+    page = tmp_path / "report.html"
+    command = ["report", str(image), "--task", "detect", "--model", "torchvision:fasterrcnn_mobilenet_v3_large_320_fpn"]
+    command += ["--score-threshold", "0.005", "--max-boxes", "2", "--out", str(page)]
+    assert main(command) == 0
+    state, errors, requested = open_page(browser, page)
+    assert [name.split(" · ")[0] for name in state["names"]] == ["street.png: box 0", "street.png: box 1"]
+    assert all(text.startswith("predicted: ") for text in state["predicted"])
+    assert state["heads"] == ["image", "input", "gradcam"]
+    assert len(state["images"]) == 1 + 2 * (1 + 2)  # the scale + per box: input, input + heat
+    assert all(image["complete"] and image["width"] > 0 and image["shown"] > 0 for image in state["images"])
+    assert errors == []
+    assert all(url.split(":", 1)[0] in {"file", "data", "about"} for url in requested), requested

@@ -19,6 +19,7 @@ from camkit.viz import (
     ReportRow,
     apply_colormap,
     builtin_colormaps,
+    cell_grid,
     colorize,
     get_colormap,
     grid,
@@ -275,6 +276,24 @@ def test_grid_row_labels_and_aspect_ratio() -> None:
 def test_grid_errors(images: Any, maps: Any, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         grid(images, maps, **kwargs)
+
+
+def test_cell_grid_is_the_layout_of_grid() -> None:
+    images = [photo(40, 30, seed=1), photo(30, 40, seed=2)]
+    maps = {"gradcam": [random_map(seed=1), random_map(seed=2)]}
+    cells = [[image, overlay_mask(image, maps["gradcam"][i], alpha=0.3)] for i, image in enumerate(images)]
+    titles = ["first", "second"]
+    expected = grid(images, maps, alpha=0.3, cell_size=48, padding=2, row_labels=titles)
+    figure = cell_grid(cells, ["image", "gradcam"], row_titles=titles, cell_size=48, padding=2)
+    assert np.array_equal(pixels(figure), pixels(expected))
+    header = cell_grid([], ["image"], cell_size=48, padding=0).height  # no rows: the header line alone
+    short = cell_grid([[images[0]]], ["image", "gradcam"], cell_size=48, padding=2)  # a cell left blank
+    assert short.size == (2 + 2 * (48 + 2), header + 2 + 48 + 2)
+    assert (pixels(short.crop((2 + 50, header + 2, 2 + 50 + 48, header + 50))) == 255).all()
+    with pytest.raises(ValueError, match=r"cells\[0\] has 3 pictures for 2 headers"):
+        cell_grid([[images[0]] * 3], ["image", "gradcam"])
+    with pytest.raises(ValueError, match="row_titles must be a sequence of 1 strings"):
+        cell_grid([[images[0]]], ["image"], row_titles=["a", "b"])
 
 
 def volume_map(depth: int = 16, size: int = 8) -> torch.Tensor:

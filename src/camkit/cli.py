@@ -31,7 +31,7 @@ from PIL import Image
 from torch import Tensor
 
 from camkit import __version__
-from camkit.detect._command import add_detect_arguments, detect_command, is_detector, layers_command
+from camkit.detect._command import add_detect_arguments, detect_command, is_detector, layers_command, report_command
 from camkit.engine import LayerSpec, Progress, candidate_layers, eval_mode, resolve_layers
 from camkit.explanation import Explanation, explain, open_image
 from camkit.models import DEFAULT_MODEL, LoadedModel, Preprocess, load_checkpoint, load_model
@@ -96,6 +96,10 @@ def _add_explain_arguments(parser: argparse.ArgumentParser, default_method: str)
     add_option_argument(parser)
 
 
+#: the deletion/insertion steps of `camkit report`'s metrics when --metrics-steps is not given
+METRICS_STEPS = 16
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (``explain``, ``report``, ``run``, ``export``, ``sanity``, ``methods``, ``layers``)."""
     parser = _Parser(prog="camkit", description="Class activation maps for PyTorch models.")
@@ -121,20 +125,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_detect_arguments(explain_cmd)
     report = sub.add_parser("report", help="write a self-contained HTML page of images x methods")
-    _add_explain_arguments(report, "fast")
+    _add_explain_arguments(report, "fast; with --task detect: gradcam")
     report.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file to write")
     report.add_argument(
         "--metrics-steps",
         type=int,
-        default=16,
-        help="deletion/insertion steps of the per-image faithfulness metrics; 0 skips the metrics (default: 16)",
+        default=None,
+        help=f"deletion/insertion steps of the per-image faithfulness metrics; 0 skips the metrics (default: "
+        f"{METRICS_STEPS}; classifiers only)",
     )
     report.add_argument(
         "--sanity",
         action="store_true",
         help="add a sanity column: each method's cascading model-randomisation check (one forward and backward per "
-        "randomised layer group; docs/sanity.md)",
+        "randomised layer group; docs/sanity.md; classifiers only)",
     )
+    add_detect_arguments(report)
     add_runner_parsers(sub)
     add_view_parser(sub)
     sanity = sub.add_parser("sanity", help="check that the maps depend on the model's parameters (model randomisation)")
@@ -266,7 +272,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     if not 0 <= args.alpha < 1:
         raise UserError(f"--alpha must be in [0, 1) (the weight of the image), got {args.alpha}")
-    if getattr(args, "metrics_steps", 0) < 0:
+    if (getattr(args, "metrics_steps", None) or 0) < 0:
         raise UserError(f"--metrics-steps must be 0 (no metrics) or more, got {args.metrics_steps}")
 
 
@@ -673,6 +679,13 @@ def _explain(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from camkit.viz.report import ReportRow, write_report
 
+    if args.task == "detect":
+        _check_numbers(args)
+        check_colormap(args.colormap)
+        check_out(args.out, file=True, name="--out")
+        return report_command(args, _collect(args.images))
+    if args.metrics_steps is None:
+        args.metrics_steps = METRICS_STEPS
     plan = _prepare(args, "fast", out_file=True)
     failures: list[tuple[_Input, str]] = []
     rows = []

@@ -14,6 +14,11 @@ the image with that box, then the box's map by each method;
 
 and ``detections.json``: per image its boxes, labels, scores, or why it has none.
 
+``camkit report photo.jpg --task detect --model ...`` (:func:`report_command`) explains the same
+way with the same options and writes the single-page HTML report of :func:`camkit.viz.write_report`:
+one row per explained box (``photo.jpg: box 0 · dog 0.91``), its image showing that box, its maps
+that box's map by each method, and its predictions the image's detections.
+
 ``camkit layers --model <detector>`` (:func:`layers_command`) lists a detector's candidate target
 layers with their output shapes, the adapter's default marked.
 """
@@ -21,21 +26,34 @@ layers with their output shapes, the adapter's default marked.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from camkit.detect._adapters import adapter_for
-from camkit.detect._explain import DETECTION_METHODS, detection_methods, explain_detections
+from camkit.detect._explain import DETECTION_METHODS, DetectionExplanation, detection_methods, explain_detections
 from camkit.detect._load import FAMILIES, load_detector
+from camkit.detect._types import Detections
 from camkit.engine import output_shapes, reference_tensor
+from camkit.registry import get_method
 
-__all__ = ["add_detect_arguments", "detect_command", "detector_layers", "is_detector", "layers_command"]
+__all__ = [
+    "add_detect_arguments",
+    "detect_command",
+    "detector_layers",
+    "is_detector",
+    "layers_command",
+    "report_command",
+]
 
 
 def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,13 +82,33 @@ def add_detect_arguments(parser: argparse.ArgumentParser) -> None:
             action.choices = [*action.choices, *sorted(set(DETECTION_METHODS) - set(action.choices))]
 
 
+def fast_detection_methods() -> list[str]:
+    """``--method fast`` with ``--task detect``: one forward and one first-order backward per box column, deterministic.
+
+    Not D-RISE or Ablation-CAM (many forwards), not the random baseline, not the second-order
+    methods (detectors' box pooling, ``roi_align``, has no second derivative).
+
+    Example:
+        >>> "gradcam" in fast_detection_methods(), "shapleycam" in fast_detection_methods()
+        (True, False)
+    """
+    return [
+        name
+        for name in detection_methods()
+        if name not in DETECTION_METHODS
+        and get_method(name).cost == "0"
+        and not get_method(name).stochastic
+        and not get_method(name).needs_hvp
+    ]
+
+
 def _names(asked: Sequence[str] | None) -> list[str]:
     names: list[str] = []
     for name in asked or ["gradcam"]:
         if name == "all":
             names += detection_methods()
-        elif name == "fast":  # one forward and one backward per box column
-            names += [n for n in detection_methods() if n not in DETECTION_METHODS]
+        elif name == "fast":
+            names += fast_detection_methods()
         else:
             names.append(name)
     accepted = set(detection_methods())
@@ -95,19 +133,19 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--full-image applies to classifiers; detector maps always cover the whole image")
 
 
-def detect_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
-    """Run ``camkit explain --task detect``.
+@dataclass
+class _Plan:
+    """What a checked ``--task detect`` command runs: the detector, the methods, their options, the layer."""
 
-    Args:
-        args: the parsed ``camkit explain`` arguments.
-        inputs: the images, each with ``path`` and ``base`` (its collision-free output name).
+    model: nn.Module
+    names: list[str]
+    options: dict[str, Any]
+    layer: Any
+    categories: list[str] | None
 
-    Returns:
-        The exit code (0).
 
-    Raises:
-        ValueError: for arguments that do not fit a detector, or when no image could be explained.
-    """
+def _prepare(args: argparse.Namespace) -> _Plan:
+    """Check the detection arguments, then load the detector (``explain`` and ``report`` alike)."""
     _check(args)
     names = _names(args.method)
     options = dict(args.option)
@@ -118,32 +156,73 @@ def detect_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
         categories = [line.strip() for line in Path(args.labels).read_text().splitlines() if line.strip()]
     model = load_detector(args.model, checkpoint=args.checkpoint).to(args.device)
     layer = None if not args.layer else args.layer[0] if len(args.layer) == 1 else list(args.layer)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table: list[dict[str, Any]] = []
-    written = 0
-    grids = 0
-    failures: list[str] = []
+    return _Plan(model, names, options, layer, categories)
+
+
+def _explained(
+    args: argparse.Namespace, plan: _Plan, inputs: Sequence[Any]
+) -> Iterator[tuple[Any, DetectionExplanation | str]]:
+    """Per input: the explanation of its detections, or why the image could not be read."""
     from camkit.explanation import open_image
 
     for item in inputs:
         try:
             picture = open_image(item.path)
         except (OSError, ValueError) as error:
-            failures.append(f"{item.path}: {error}")
-            table.append({"image": str(item.path), "error": str(error)})
+            yield item, str(error)
             continue
         result = explain_detections(
-            model,
+            plan.model,
             picture,
-            method=names,
-            target_layer=layer,
+            method=plan.names,
+            target_layer=plan.layer,
             score_threshold=args.score_threshold,
             max_boxes=args.max_boxes,
-            **options,
+            **plan.options,
         )
-        if categories is not None:
-            result.categories = categories
+        if plan.categories is not None:
+            result.categories = plan.categories
+        yield item, result
+
+
+def _found(result: DetectionExplanation) -> str:
+    """The printed summary of one image: its boxes (label and score), or why it has none."""
+    found = result.detections[0]
+    labels = [result.label(int(label)) for label in found.labels]
+    shown = ", ".join(f"{n} {s:.2f}" for n, s in zip(labels[:5], found.scores.tolist(), strict=False))
+    return f"{len(found)} box(es){': ' + shown if shown else ' (' + str(result.reasons[0]) + ')'}"
+
+
+def _weights(args: argparse.Namespace) -> str:
+    return "" if args.checkpoint is not None else " (random weights: pass --checkpoint FILE for yours)"
+
+
+def detect_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
+    """Run ``camkit explain --task detect``.
+
+    Args:
+        args: the parsed ``camkit explain`` arguments.
+        inputs: the images, each with ``path`` and ``base`` (its collision-free output name).
+
+    Returns:
+        The exit code: 0, or 1 when an image could not be read (listed on stderr, the others written).
+
+    Raises:
+        ValueError: for arguments that do not fit a detector, or when no image could be explained.
+    """
+    plan = _prepare(args)
+    names = plan.names
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table: list[dict[str, Any]] = []
+    written = 0
+    grids = 0
+    failures: list[str] = []
+    for item, result in _explained(args, plan, inputs):
+        if isinstance(result, str):
+            failures.append(f"{item.path}: {result}")
+            table.append({"image": str(item.path), "error": result})
+            continue
         found = result.detections[0]
         base = out / item.base
         base.parent.mkdir(parents=True, exist_ok=True)
@@ -160,34 +239,142 @@ def detect_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
             grid_file = f"{base}_grid.png"
             result.grid(0, names, colormap=args.colormap, alpha=args.alpha).save(grid_file)
             grids += 1
-        labels = [result.label(int(label)) for label in found.labels]
         table.append(
             {
                 "image": str(item.path),
                 "boxes": [[round(v, 2) for v in box] for box in found.boxes.tolist()],
                 "labels": found.labels.tolist(),
-                "names": labels,
+                "names": [result.label(int(label)) for label in found.labels],
                 "scores": [round(v, 4) for v in found.scores.tolist()],
                 "reason": result.reasons[0],
                 "layers": result.layers,
                 "grid": None if grid_file is None else Path(grid_file).relative_to(out).as_posix(),
             }
         )
-        shown = ", ".join(f"{n} {s:.2f}" for n, s in zip(labels[:5], found.scores.tolist(), strict=False))
-        print(f"{item.path}: {len(found)} box(es){': ' + shown if shown else ' (' + str(result.reasons[0]) + ')'}")
+        print(f"{item.path}: {_found(result)}")
     if len(failures) == len(inputs):
         raise ValueError(f"no image could be read: {failures[0]}")
     about = {"model": args.model, "methods": names, "score_threshold": args.score_threshold, "images": table}
     (out / "detections.json").write_text(json.dumps(about, indent=2))
-    weights = "" if args.checkpoint is not None else " (random weights: pass --checkpoint FILE for yours)"
     print(
         f"wrote {written} overlay(s) (.png), {grids} grid(s) of boxes x methods (_grid.png), raw maps (.npy) "
         f"and detections.json to {out}/ "
-        f"[model {args.model}{weights}]"
+        f"[model {args.model}{_weights(args)}]"
     )
+    return _skipped(failures, len(inputs), f"the other {len(inputs) - len(failures)} were written to {out}/")
+
+
+#: the longest side of a report row's image: boxes and captions are drawn at this size, so the page shows them sharp
+REPORT_IMAGE_SIZE = 320
+
+
+def _report_rows(key: str, result: DetectionExplanation) -> list[Any]:
+    """The report's rows of one image: one per explained box, or one that says why there is none."""
+    from camkit.viz.report import ReportRow
+
+    found = result.detections[0]
+    picture = result.picture(0)
+    scale = min(1.0, REPORT_IMAGE_SIZE / max(picture.size))
+    if scale < 1.0:  # shrink first, then draw: lines and captions keep their pixel size
+        picture = picture.resize(
+            (max(1, round(picture.width * scale)), max(1, round(picture.height * scale))), Image.Resampling.LANCZOS
+        )
+        shown = Detections(found.boxes * scale, found.labels, found.scores)
+        result = dataclasses.replace(result, detections=[shown, *result.detections[1:]])
+    predictions = [
+        (result.label(int(label)), float(score)) for label, score in zip(found.labels, found.scores, strict=True)
+    ]
+    if not len(found):
+        return [ReportRow(f"{key}: no detections ({result.reasons[0]})", picture, [], {})]
+    return [
+        ReportRow(
+            title=f"{key}: box {k} · {result.caption(0, k)}",
+            image=result.draw_boxes(picture.copy(), 0, [k]),
+            predictions=predictions,
+            maps={name: maps[0][k] for name, maps in result.maps.items()},
+        )
+        for k in range(len(found))
+    ]
+
+
+def report_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
+    """Run ``camkit report --task detect``: the HTML report with one row per explained box.
+
+    Each row is titled ``<image>: box <k> · <label> <score>`` (``k`` as in the ``_box<k>.png`` files
+    of ``camkit explain --task detect``); its image is the detector's input with that box and its
+    caption drawn, its maps are that box's map by each method, and its predictions are the image's
+    detections (label, score). An image without a detection above ``--score-threshold`` gets one
+    row that says so, with no maps. The report has no metric or sanity columns: ``--metrics-steps``
+    and ``--sanity`` (class-score deletion/insertion and model randomisation) apply to classifiers.
+
+    Args:
+        args: the parsed ``camkit report`` arguments.
+        inputs: the images, each with ``path`` and ``key`` (its name in the report).
+
+    Returns:
+        The exit code: 0, or 1 when an image could not be read (the others are in the report).
+
+    Raises:
+        ValueError: for arguments that do not fit a detector, or when no image could be explained.
+    """
+    from camkit.viz.report import write_report
+
+    if args.metrics_steps:
+        raise ValueError(
+            "--metrics-steps applies to classifiers (class-score deletion/insertion); camkit report --task detect "
+            "computes no metrics: drop it (or pass --metrics-steps 0); for a per-box score see "
+            "DetectionExplanation.pointing_game in docs/detection.md"
+        )
+    if args.sanity:
+        raise ValueError(
+            "--sanity applies to classifiers; camkit report --task detect has no model-randomisation check: drop it"
+        )
+    plan = _prepare(args)
+    rows: list[Any] = []
+    failures: list[str] = []
+    boxes = 0
+    for item, result in _explained(args, plan, inputs):
+        if isinstance(result, str):
+            failures.append(f"{item.path}: {result}")
+            continue
+        rows += _report_rows(item.key, result)
+        boxes += len(result.detections[0])
+        print(f"{item.key}: {_found(result)}")
+    if not rows:
+        raise ValueError(f"no image could be read: {failures[0]}")
+    subtitle = (
+        f"model {args.model}{_weights(args)}; the detections scoring above {args.score_threshold:g} "
+        f"(at most {args.max_boxes} per image), one row per box"
+    )
+    path = write_report(
+        args.out,
+        rows,
+        title="camkit report: detections",
+        subtitle=subtitle,
+        colormap=args.colormap,
+        alpha=args.alpha,
+        max_image_size=REPORT_IMAGE_SIZE,
+    )
+    images = len(inputs) - len(failures)
+    print(
+        f"wrote {path} ({images} image(s), {boxes} box(es) x {len(plan.names)} method(s))"
+        f" [model {args.model}{_weights(args)}]"
+    )
+    return _skipped(failures, len(inputs), f"the other {images} are in {path}")
+
+
+def _skipped(failures: Sequence[str], total: int, written: str) -> int:
+    """List the skipped images on stderr with a last error line (as for classifiers); the exit code."""
     for failure in failures:
-        print(f"skipped {failure}")
-    return 0
+        print(f"camkit: skipped {failure}", file=sys.stderr)
+    if not failures:
+        return 0
+    print(
+        f"camkit: error: {len(failures)} of {total} images were skipped (listed above); {written}: "
+        "fix or remove the files listed and run again",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def is_detector(spec: str) -> bool:

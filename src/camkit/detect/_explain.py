@@ -795,9 +795,18 @@ def explain_detections(
                 continue
             spec = get_method(name)
             mine = {key: value for key, value in options.items() if key in spec.options or key in _SWITCHES}
-            per_image, layers[name] = _engine_maps(
-                found_adapter, spec, inputs, targets, layer, mine, box_score, float(iou_threshold)
-            )
+            try:
+                per_image, layers[name] = _engine_maps(
+                    found_adapter, spec, inputs, targets, layer, mine, box_score, float(iou_threshold)
+                )
+            except RuntimeError as error:
+                if spec.needs_hvp and "double backward" in str(error).lower():
+                    raise ValueError(
+                        f"{name} needs second derivatives, and {type(found_adapter.module).__name__} has an "
+                        f"operation without them ({str(error).splitlines()[0]}); choose a first-order method "
+                        "(gradcam, hirescam, layercam, ...: --method fast lists them)"
+                    ) from error
+                raise
             maps[name] = [m.detach().float().cpu() for m in per_image]
     return DetectionExplanation(
         images=[p.detach().float().cpu() for p in pictures],

@@ -2,7 +2,8 @@
 
 One row per explained box, titled with its label and score; the first column shows the image with
 that box, the others the box's map by each method with the box drawn over it. The layout (column
-headers, rotated row titles, square cells) is the one of :func:`camkit.viz.grid`.
+headers, rotated row titles, square cells) is :func:`camkit.viz.grid.cell_grid`, as for
+:func:`camkit.viz.grid`.
 
 Example:
     >>> import torch
@@ -20,10 +21,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from camkit.viz import overlay_mask
-from camkit.viz.grid import _BACKGROUND, _INK, _MUTED, _centered_text, _font, _line_height, _paste_fitted, check_size
+from camkit.viz import cell_grid, overlay_mask
+from camkit.viz.grid import check_size
 
 if TYPE_CHECKING:
     from camkit.detect._explain import DetectionExplanation
@@ -69,26 +70,13 @@ def box_grid(
         raise ValueError(f"image {i} has no boxes to show ({result.reasons[i] if i < len(result.reasons) else ''})")
     cell = check_size(cell_size, "cell_size", 16)
     pad = check_size(padding, "padding", 0)
-    font = _font(max(10, cell // 14))
-    line = _line_height(font)
-    columns = ["image", *names]
-    left = line + pad
-    canvas = Image.new(
-        "RGB", (left + pad + len(columns) * (cell + pad), line + pad + len(found) * (cell + pad)), _BACKGROUND
-    )
-    draw = ImageDraw.Draw(canvas)
-    for j, name in enumerate(columns):
-        _centered_text(draw, (left + pad + j * (cell + pad), pad // 2, cell), name, font, _INK)
     picture = result.picture(i)
+    rows = []
     for k in range(len(found)):
-        top = line + pad + k * (cell + pad)
         cells = [result.draw_boxes(picture.copy(), i, [k])]
         for name in names:
             heat = overlay_mask(picture, result.maps[name][i][k], colormap=colormap, alpha=alpha)
             cells.append(result.draw_boxes(heat, i, [k]))
-        for j, shown in enumerate(cells):
-            _paste_fitted(canvas, shown, left + pad + j * (cell + pad), top, cell)
-        title = Image.new("RGB", (cell, line), _BACKGROUND)
-        _centered_text(ImageDraw.Draw(title), (0, 0, cell), f"#{k} {result.caption(i, k)}", font, _MUTED)
-        canvas.paste(title.rotate(90, expand=True), (pad // 2, top))
-    return canvas
+        rows.append(cells)
+    titles = [f"#{k} {result.caption(i, k)}" for k in range(len(found))]
+    return cell_grid(rows, ["image", *names], row_titles=titles, cell_size=cell, padding=pad)

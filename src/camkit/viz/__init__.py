@@ -17,6 +17,7 @@ from camkit.viz.colormaps import apply_colormap as apply_colormap
 from camkit.viz.colormaps import builtin_colormaps as builtin_colormaps
 from camkit.viz.colormaps import get_colormap as get_colormap
 from camkit.viz.colormaps import list_colormaps as list_colormaps
+from camkit.viz.grid import cell_grid as cell_grid
 from camkit.viz.grid import grid as grid
 from camkit.viz.grid import slices as slices
 from camkit.viz.grid import strip as strip
@@ -37,6 +38,7 @@ __all__ = [
     "ReportRow",
     "apply_colormap",
     "builtin_colormaps",
+    "cell_grid",
     "colorize",
     "frame_strip",
     "get_colormap",

@@ -4,58 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw
 from torch import Tensor
 
 from camkit.ops import upsample
+from camkit.viz._draw import BACKGROUND, INK, MUTED, centered_text, line_height, load_font, paste_fitted
 from camkit.viz.colormaps import ColormapLike
 from camkit.viz.overlay import MaskLike, as_cpu_map, check_alpha, check_image, colorize, overlay_mask
 
-__all__ = ["grid", "slices", "strip"]
-
-_Font: TypeAlias = "ImageFont.FreeTypeFont | ImageFont.ImageFont"
-_BACKGROUND = (255, 255, 255)
-_INK = (33, 37, 41)
-_MUTED = (108, 117, 125)
-
-
-def _font(size: int) -> _Font:
-    """Pillow's built-in font at ``size`` pixels (a fixed-size bitmap font on Pillow < 10.1)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has no size argument
-        return ImageFont.load_default()
-
-
-def _line_height(font: _Font) -> int:
-    bottom = font.getbbox("Ag")[3]
-    return math.ceil(bottom) + 2
-
-
-def _fitted_text(draw: ImageDraw.ImageDraw, text: str, font: _Font, width: int) -> str:
-    """``text``, shortened with "..." until it fits in ``width`` pixels."""
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "...", font=font) > width:
-        text = text[:-1]
-    return text + "..."
-
-
-def _centered_text(draw: ImageDraw.ImageDraw, box: tuple[int, int, int], text: str, font: _Font, fill: Any) -> None:
-    """Draw ``text`` centred in the span ``(left, top, width)``."""
-    left, top, width = box
-    text = _fitted_text(draw, text, font, width)
-    draw.text((left + (width - draw.textlength(text, font=font)) / 2, top), text, fill=fill, font=font)
-
-
-def _paste_fitted(canvas: Image.Image, image: Image.Image, left: int, top: int, size: int) -> None:
-    """Paste ``image`` scaled to fit a ``size`` x ``size`` box, centred in it."""
-    fitted = ImageOps.contain(image, (size, size), method=Image.Resampling.LANCZOS)
-    canvas.paste(fitted, (left + (size - fitted.width) // 2, top + (size - fitted.height) // 2))
+__all__ = ["cell_grid", "grid", "slices", "strip"]
 
 
 def check_size(value: object, name: str, minimum: int) -> int:
@@ -71,6 +32,69 @@ def _check_labels(labels: Sequence[str] | None, count: int, name: str) -> list[s
     if isinstance(labels, str) or len(labels) != count or not all(isinstance(t, str) for t in labels):
         raise ValueError(f"{name} must be a sequence of {count} strings (one per row), got {labels!r}")
     return list(labels)
+
+
+def cell_grid(
+    cells: Sequence[Sequence[Image.Image]],
+    headers: Sequence[str],
+    *,
+    row_titles: Sequence[str] | None = None,
+    cell_size: int = 224,
+    padding: int = 8,
+) -> Image.Image:
+    """Pictures laid out in rows of square cells under column headers, with optional rotated row titles.
+
+    The layout of :func:`grid` (and of the boxes x methods figure of ``camkit explain --task
+    detect``): a header line over each column, each picture scaled to fit its ``cell_size`` square
+    and centred in it, ``padding`` pixels between cells, and with ``row_titles`` a title per row
+    written upwards at its left. Text is drawn with Pillow's built-in font and shortened with "..."
+    when it is wider than a cell.
+
+    Args:
+        cells: the rows, each a sequence of pictures (one per header; a shorter row leaves cells blank).
+        headers: the column headers.
+        row_titles: optional text per row.
+        cell_size: each cell is a square of this many pixels.
+        padding: pixels between cells.
+
+    Returns:
+        The RGB figure, ``left + padding + len(headers) * (cell_size + padding)`` pixels wide
+        (``left`` is 0 without row titles, else the header line's height plus ``padding``).
+
+    Raises:
+        ValueError: for bad ``cell_size``/``padding``, a row with more pictures than headers, or
+            ``row_titles`` that are not one string per row.
+
+    Example:
+        >>> from PIL import Image
+        >>> cell_grid([[Image.new("RGB", (32, 16)), Image.new("L", (8, 8))]], ["image", "map"], cell_size=64).width
+        152
+    """
+    cell = check_size(cell_size, "cell_size", 16)
+    pad = check_size(padding, "padding", 0)
+    titles = _check_labels(row_titles, len(cells), "row_titles")
+    columns = list(headers)
+    for i, row in enumerate(cells):
+        if len(row) > len(columns):
+            raise ValueError(f"cells[{i}] has {len(row)} pictures for {len(columns)} headers: give one per header")
+    font = load_font(max(10, cell // 14))
+    line = line_height(font)
+    left = line + pad if titles else 0
+    width = left + pad + len(columns) * (cell + pad)
+    height = line + pad + len(cells) * (cell + pad)
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    for j, name in enumerate(columns):
+        centered_text(draw, (left + pad + j * (cell + pad), pad // 2, cell), name, font, INK)
+    for i, row in enumerate(cells):
+        top = line + pad + i * (cell + pad)
+        for j, picture in enumerate(row):
+            paste_fitted(canvas, picture, left + pad + j * (cell + pad), top, cell)
+        if titles:
+            title = Image.new("RGB", (cell, line), BACKGROUND)
+            centered_text(ImageDraw.Draw(title), (0, 0, cell), titles[i], font, MUTED)
+            canvas.paste(title.rotate(90, expand=True), (pad // 2, top))
+    return canvas
 
 
 def grid(
@@ -130,26 +154,11 @@ def grid(
     labels = _check_labels(row_labels, len(rows), "row_labels")
 
     columns = [original_label, *maps]
-    font = _font(max(10, cell // 14))
-    line = _line_height(font)
-    left = line + pad if labels else 0
-    width = left + pad + len(columns) * (cell + pad)
-    height = line + pad + len(rows) * (cell + pad)
-    canvas = Image.new("RGB", (width, height), _BACKGROUND)
-    draw = ImageDraw.Draw(canvas)
-    for j, name in enumerate(columns):
-        _centered_text(draw, (left + pad + j * (cell + pad), pad // 2, cell), name, font, _INK)
-    for i, image in enumerate(rows):
-        top = line + pad + i * (cell + pad)
-        cells = [image.convert("RGB")]
-        cells += [overlay_mask(image, per_image[i], colormap, weight) for per_image in maps.values()]
-        for j, picture in enumerate(cells):
-            _paste_fitted(canvas, picture, left + pad + j * (cell + pad), top, cell)
-        if labels:
-            label = Image.new("RGB", (cell, line), _BACKGROUND)
-            _centered_text(ImageDraw.Draw(label), (0, 0, cell), labels[i], font, _MUTED)
-            canvas.paste(label.rotate(90, expand=True), (pad // 2, top))
-    return canvas
+    cells = [
+        [image.convert("RGB"), *(overlay_mask(image, per_image[i], colormap, weight) for per_image in maps.values())]
+        for i, image in enumerate(rows)
+    ]
+    return cell_grid(cells, columns, row_titles=labels, cell_size=cell, padding=pad)
 
 
 def _gray_volume(volume: Tensor | np.ndarray[Any, Any]) -> Tensor:
@@ -171,15 +180,15 @@ def _gray_volume(volume: Tensor | np.ndarray[Any, Any]) -> Tensor:
 
 def montage(pictures: Sequence[tuple[str, Image.Image]], columns: int, cell: int, pad: int) -> Image.Image:
     """Captioned pictures laid out in ``columns`` columns of ``cell``-pixel cells with ``pad`` pixels between."""
-    font = _font(max(10, cell // 10))
-    line = _line_height(font)
+    font = load_font(max(10, cell // 10))
+    line = line_height(font)
     rows = math.ceil(len(pictures) / columns)
-    canvas = Image.new("RGB", (pad + columns * (cell + pad), pad + rows * (cell + line + pad)), _BACKGROUND)
+    canvas = Image.new("RGB", (pad + columns * (cell + pad), pad + rows * (cell + line + pad)), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     for k, (caption, picture) in enumerate(pictures):
         left, top = pad + (k % columns) * (cell + pad), pad + (k // columns) * (cell + line + pad)
-        _paste_fitted(canvas, picture, left, top, cell)
-        _centered_text(draw, (left, top + cell, cell), caption, font, _MUTED)
+        paste_fitted(canvas, picture, left, top, cell)
+        centered_text(draw, (left, top + cell, cell), caption, font, MUTED)
     return canvas
 
 
@@ -254,7 +263,7 @@ def slices(
 
 
 #: Line colours of a signal's channels in the panel above its bar (channel 0 in the text colour).
-_CHANNEL_COLORS = (_INK, (31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14))
+_CHANNEL_COLORS = (INK, (31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14))
 
 
 def _signal_rows(signals: Tensor | np.ndarray[Any, Any], rows: int) -> Tensor:
@@ -285,8 +294,8 @@ def _draw_signal(draw: ImageDraw.ImageDraw, channels: Tensor, box: tuple[int, in
         if panel:
             draw.line(points, fill=_CHANNEL_COLORS[c % len(_CHANNEL_COLORS)], width=2)
         else:  # a dark halo keeps the white line visible on any colour of the bar
-            draw.line(points, fill=_INK, width=3)
-            draw.line(points, fill=_BACKGROUND, width=1)
+            draw.line(points, fill=INK, width=3)
+            draw.line(points, fill=BACKGROUND, width=1)
 
 
 def strip(
@@ -343,17 +352,17 @@ def strip(
         raise ValueError(f"signal_height={panel} draws the signals above the bars: pass signals=, or signal_height=0")
     lines = None if signals is None else _signal_rows(signals, bars.shape[0])
     names = _check_labels(labels, bars.shape[0], "labels")
-    font = _font(max(10, min(bar_height + panel - 2, 14)))
+    font = load_font(max(10, min(bar_height + panel - 2, 14)))
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     left = pad + (int(max(probe.textlength(name, font=font) for name in names)) + pad if names else 0)
     step = panel + bar_height + pad
-    canvas = Image.new("RGB", (left + bar_width + pad, pad + bars.shape[0] * step), _BACKGROUND)
+    canvas = Image.new("RGB", (left + bar_width + pad, pad + bars.shape[0] * step), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     for i in range(bars.shape[0]):
         top = pad + i * step
         canvas.paste(colorize(bars[i : i + 1], colormap, size=(bar_width, bar_height)), (left, top + panel))
         if names:
-            draw.text((pad, top + (panel + bar_height - _line_height(font)) / 2), names[i], fill=_INK, font=font)
+            draw.text((pad, top + (panel + bar_height - line_height(font)) / 2), names[i], fill=INK, font=font)
         if lines is not None and panel:
             draw.rectangle((left, top, left + bar_width - 1, top + panel - 1), outline=(222, 226, 230))
             _draw_signal(draw, lines[i], (left, top + 1, bar_width, panel - 2), panel=True)
