@@ -193,3 +193,52 @@ def test_eval_mode_leaves_an_eval_model_untouched() -> None:
         pass
     assert calls == []
     assert not model.training
+
+
+class _Shared(nn.Module):
+    """A module called twice in one forward, and a parent that owns a parameter of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+        self.first = nn.Conv2d(3, 4, 3)
+        self.twice = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.twice(self.first(self.twice(x))) * self.scale
+
+
+def test_module_calls_records_every_call_in_order_and_leaves_no_hook() -> None:
+    from camkit.engine import module_calls, output_shapes
+
+    net = _Shared()
+    x = torch.randn(1, 3, 6, 6)
+    with module_calls(net, keep=lambda out: tuple(out.shape)) as calls:
+        net(x)
+    assert calls == [("twice", (1, 3, 6, 6)), ("first", (1, 4, 4, 4)), ("twice", (1, 4, 4, 4))]  # the model: by name
+    with module_calls(net, ["", "first"], before=True, keep=lambda args: tuple(args[0].shape)) as calls:
+        net(x)
+    assert calls == [("", (1, 3, 6, 6)), ("first", (1, 3, 6, 6))]  # a parent starts before its children
+    with output_shapes(net) as shapes:
+        net(x)
+    assert list(shapes) == ["first", "twice"]  # the last call's shape, at its place in the order
+    assert shapes["twice"] == (1, 4, 4, 4)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+    with pytest.raises(ValueError, match="has no submodule 'nope'"), module_calls(net, ["nope"]):
+        pass
+    with pytest.raises(RuntimeError), module_calls(net):
+        net(torch.randn(1, 5, 6, 6))  # wrong channels: the hooks still go
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+
+
+def test_module_calls_pauses_camkit_hooks_unless_asked_not_to() -> None:
+    from camkit.engine import module_calls
+
+    net = tiny_cnn()
+    with Capture(net, ["3"]) as capture:
+        with module_calls(net, keep=lambda _out: None):
+            net(torch.randn(1, 3, 16, 16))
+        assert capture.input_size is None  # a dummy forward: camkit's own hooks ignored it
+        with module_calls(net, keep=lambda _out: None, pause=False):
+            net(torch.randn(1, 3, 16, 16))
+        assert capture.input_size == (16, 16)

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camkit.detect._types import Candidates, Detections, Frame
-from camkit.engine import eval_mode
+from camkit.engine import eval_mode, module_calls
 
 __all__ = [
     "ADAPTERS",
@@ -288,22 +288,17 @@ class TorchvisionAdapter(DetectorAdapter):
 
     def run(self, images: Sequence[Tensor]) -> tuple[Any, list[Frame]]:
         """``model(list_of_images)``; the frames come from its ``transform`` (resize + pad) when it has one."""
-        seen: list[Any] = []
-        transform = getattr(self.model, "transform", None)
-        handle = None
-        if isinstance(transform, nn.Module):
-            handle = transform.register_forward_hook(lambda _m, _i, out: seen.append(out))
+        watched = ["transform"] if isinstance(getattr(self.model, "transform", None), nn.Module) else []
         try:
-            output = self.model(self.to_input(images))
+            # the transform's output (resized, padded batch); the explained forward: camkit's hooks stay on
+            with module_calls(self.model, watched, pause=False) as seen:
+                output = self.model(self.to_input(images))
         except TypeError as error:
             raise TypeError(
                 f"calling {type(self.model).__name__} with a list of images, as torchvision detectors are called, "
                 f"failed ({str(error).splitlines()[0]}); camkit's adapters cover torchvision, Ultralytics YOLO and "
                 "Hugging Face DETR: pass adapter= for another family"
             ) from error
-        finally:
-            if handle is not None:
-                handle.remove()
         if not isinstance(output, list | tuple) or not all(isinstance(o, Mapping) for o in output):
             raise TypeError(
                 f"{type(self.model).__name__} returned {type(output).__name__}, not a list of dicts with 'boxes', "
@@ -311,7 +306,7 @@ class TorchvisionAdapter(DetectorAdapter):
                 "Ultralytics YOLO and Hugging Face DETR: pass adapter= for another family"
             )
         sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
-        listed = seen[-1][0] if seen and isinstance(seen[-1], tuple) else None
+        listed = seen[-1][1][0] if seen and isinstance(seen[-1][1], tuple) else None
         if listed is not None and hasattr(listed, "image_sizes") and hasattr(listed, "tensors"):
             padded = (int(listed.tensors.shape[-2]), int(listed.tensors.shape[-1]))
             return output, [

@@ -33,6 +33,7 @@ from camkit.engine._gate import first_convolution as first_convolution
 from camkit.engine._gate import guided_relus as guided_relus
 from camkit.engine._gate import input_errors as input_errors
 from camkit.engine._gate import input_problem as input_problem
+from camkit.engine._gate import module_calls as module_calls
 from camkit.engine._gate import output_shapes as output_shapes
 from camkit.engine._gate import paused as paused
 from camkit.engine._gate import reference_tensor as reference_tensor
@@ -75,6 +76,7 @@ __all__ = [
     "guided_relus",
     "input_errors",
     "input_problem",
+    "module_calls",
     "output_shapes",
     "paused",
     "perturbed_forward",

@@ -8,7 +8,7 @@ camkit that registers hooks. It knows no method by name.
 * :func:`eval_mode` puts the model in eval mode for a block and restores every train/eval flag on
   exit, exceptions included.
 * :func:`candidate_layers` lists every submodule's output shape for one dummy input
-  (:func:`output_shapes` records them for any call).
+  (:func:`output_shapes` records them for any call, :func:`module_calls` every call's output).
 * :func:`guided_relus` turns ReLUs into guided ReLUs for a block, without replacing modules.
 """
 
@@ -35,6 +35,7 @@ __all__ = [
     "guided_relus",
     "input_errors",
     "input_problem",
+    "module_calls",
     "output_shapes",
     "paused",
     "reference_tensor",
@@ -227,12 +228,74 @@ def candidate_layers(model: nn.Module, input_shape: Sequence[int]) -> list[tuple
 
 
 @contextlib.contextmanager
+def module_calls(
+    model: nn.Module,
+    names: Sequence[str] | None = None,
+    *,
+    before: bool = False,
+    pause: bool = True,
+    keep: Callable[[Any], Any] | None = None,
+) -> Iterator[list[tuple[str, Any]]]:
+    """For the block, every call of the named submodules, in call order: ``(name, output)``.
+
+    Args:
+        model: the model.
+        names: the dotted names of the submodules to record; ``None``: every named submodule.
+        before: record each call when it starts (its positional arguments instead of its output),
+            so that a module comes before the modules it calls.
+        pause: pause camkit's own hooks during the block (a dummy forward); ``False`` when the
+            block's forward is itself being explained.
+        keep: what to store of each output (or arguments), e.g. its shape; ``None``: the object
+            itself (it then stays alive until the list is dropped).
+
+    The hooks are removed on exit, also after an error. This and :class:`~camkit.engine.Capture`
+    are the only places camkit registers hooks.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+        >>> with module_calls(net, ["1"]) as calls:
+        ...     _ = net(torch.zeros(1, 3, 5, 5))
+        >>> [(name, tuple(out.shape)) for name, out in calls]
+        [('1', (1, 36))]
+    """
+    calls: list[tuple[str, Any]] = []
+    modules = dict(model.named_modules())
+    wanted = [name for name in modules if name] if names is None else list(names)
+    missing = [name for name in wanted if name not in modules]
+    if missing:
+        raise ValueError(f"{type(model).__name__} has no submodule {missing[0]!r}")
+
+    stored = keep if keep is not None else (lambda value: value)
+
+    def after_hook(name: str) -> Callable[[nn.Module, Any, Any], None]:
+        return lambda _m, _i, out: calls.append((name, stored(out)))
+
+    def before_hook(name: str) -> Callable[[nn.Module, Any], None]:
+        return lambda _m, args: calls.append((name, stored(args)))
+
+    handles: list[RemovableHandle] = []
+    try:
+        for name in wanted:
+            module = modules[name]
+            handles.append(
+                module.register_forward_pre_hook(before_hook(name))
+                if before
+                else module.register_forward_hook(after_hook(name))
+            )
+        with paused() if pause else contextlib.nullcontext():
+            yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
 def output_shapes(model: nn.Module) -> Iterator[dict[str, tuple[int, ...]]]:
     """For the block, the output shape of every named submodule, camkit's own hooks paused.
 
     A module called several times is kept with its **last** call's shape, at that call's place in
     the (insertion) order of the yielded dict; modules whose output is not a tensor are left out.
-    The hooks are removed on exit, also after an error.
+    The dict is filled when the block ends (see :func:`module_calls`).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
@@ -242,25 +305,14 @@ def output_shapes(model: nn.Module) -> Iterator[dict[str, tuple[int, ...]]]:
         {'0': (1, 4, 3, 3), '1': (1, 36)}
     """
     shapes: dict[str, tuple[int, ...]] = {}
-
-    def record(name: str) -> Callable[[nn.Module, Any, Any], None]:
-        def hook(_m: nn.Module, _i: Any, out: Any) -> None:
-            shapes.pop(name, None)  # a later call replaces an earlier one, and takes its place in the order
-            if isinstance(out, Tensor):
-                shapes[name] = tuple(out.shape)
-
-        return hook
-
-    handles: list[RemovableHandle] = []
-    try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(record(name)))
-        with paused():
+    with module_calls(model, keep=lambda out: tuple(out.shape) if isinstance(out, Tensor) else None) as calls:
+        try:
             yield shapes
-    finally:
-        for handle in handles:
-            handle.remove()
+        finally:
+            for name, shape in calls:
+                shapes.pop(name, None)  # a later call replaces an earlier one, and takes its place in the order
+                if shape is not None:
+                    shapes[name] = shape
 
 
 class _PositiveGradient(torch.autograd.Function):

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from camkit import ops
-from camkit.engine import LayerSpec, ModelInput, Progress, eval_mode, resolve_layers
+from camkit.engine import LayerSpec, ModelInput, Progress, eval_mode, module_calls, resolve_layers
 from camkit.models import LoadedModel
 from camkit.passes import run_methods
 from camkit.registry import get_method, list_methods
@@ -121,18 +121,10 @@ def _owned(module: nn.Module) -> bool:
 
 def _call_order(model: nn.Module, x: Tensor) -> list[str]:
     """The modules that own parameters, in the order of their first call in a forward of ``x``."""
-    order: dict[str, None] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if _owned(module):
-            handles.append(module.register_forward_pre_hook(lambda *_, name=name: order.setdefault(name, None)))
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
-    return list(order)
+    owners = [name for name, module in model.named_modules() if _owned(module)]
+    with module_calls(model, owners, before=True, keep=lambda _args: None) as calls, torch.no_grad():
+        model(x[:1])
+    return list(dict.fromkeys(name for name, _ in calls))
 
 
 def parameter_layers(model: nn.Module, x: Tensor, depth: int | None = 2) -> list[tuple[str, list[str]]]:
