@@ -43,5 +43,18 @@ def test_front_door_accepts_auto_and_refuses_nonsense() -> None:
     assert np.isfinite(maps).all()
     with pytest.raises(ValueError, match="positive int or 'auto'"):
         CAMMethod(model, [model[3]], method="scorecam", batch_size="fast")
-    with pytest.raises(ValueError, match="positive int or 'auto'"):
+    with pytest.raises(ValueError, match="positive int, 'auto' or None"):
         camkit.CAMExtractor(model, "3", method="scorecam", batch_size=0)
+
+
+def test_native_default_batch_depends_on_the_device() -> None:
+    from camkit.engine import default_batch_size
+
+    model = tiny_cnn().eval()
+    with camkit.CAMExtractor(model, "3", method="scorecam") as cam:
+        assert cam.batch_size == default_batch_size("cpu") == 8  # small batches run fastest on a CPU
+    assert default_batch_size("cuda:1") == default_batch_size("mps") == 32
+    x = torch.rand(2, 3, 8, 8)
+    default = camkit.explain(model, x, method="scorecam", class_idx=1).maps["scorecam"]
+    given = camkit.explain(model, x, method="scorecam", class_idx=1, batch_size=3).maps["scorecam"]
+    torch.testing.assert_close(default, given)  # the batch changes the speed, not the maps

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from camkit import __version__
 from camkit.detect._command import add_detect_arguments, detect_command, is_detector, layers_command, report_command
-from camkit.engine import LayerSpec, Progress, candidate_layers, eval_mode, resolve_layers
+from camkit.engine import LayerSpec, Progress, candidate_layers, default_batch_size, eval_mode, resolve_layers
 from camkit.explanation import Explanation, explain, open_image
 from camkit.models import DEFAULT_MODEL, LoadedModel, Preprocess, load_checkpoint, load_model
 from camkit.passes import method_options
@@ -89,7 +89,12 @@ def _add_explain_arguments(parser: argparse.ArgumentParser, default_method: str)
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--class", dest="class_idx", type=int, help="class index to explain for every image")
     target.add_argument("--topk", type=int, default=1, help="explain the K most probable classes (default: 1)")
-    parser.add_argument("--batch-size", type=int, default=32, help="inputs per forward (images and perturbations)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="inputs per forward (images and perturbations; default: 8 on a CPU, 32 on a GPU)",
+    )
     parser.add_argument("--colormap", default="jet", help="overlay colormap (default: jet)")
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the image in the overlay (default: 0.5)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
@@ -268,7 +273,7 @@ def _methods(args: argparse.Namespace, default: str) -> list[str]:
 def _check_numbers(args: argparse.Namespace) -> None:
     if args.topk < 1:
         raise UserError(f"--topk must be at least 1, got {args.topk}")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     if not 0 <= args.alpha < 1:
         raise UserError(f"--alpha must be in [0, 1) (the weight of the image), got {args.alpha}")
@@ -290,6 +295,8 @@ class _Plan:
 def _prepare(args: argparse.Namespace, default: str, *, out_file: bool) -> _Plan:
     """Check every argument, then load the model: nothing is computed or written before all are good."""
     _check_numbers(args)
+    if args.batch_size is None:
+        args.batch_size = default_batch_size(args.device)
     check_colormap(args.colormap)
     check_out(args.out, file=out_file, name="--out")
     inputs = _collect(args.images, None if out_file else args.out)

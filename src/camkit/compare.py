@@ -54,7 +54,7 @@ def compare(
     *,
     class_idx: int | Sequence[int] | None = None,
     normalized: bool = True,
-    batch_size: int | str = 32,
+    batch_size: int | str | None = None,
     image_arg: ImageArg = None,
     progress: bool | None = None,
     reforward: str = "auto",
@@ -82,8 +82,8 @@ def compare(
         class_idx: instead of ``targets``: one class for the batch or one per sample. With neither,
             each sample's top class is explained.
         normalized: min-max normalize each map to ``[0, 1]``.
-        batch_size: inputs per forward for methods that re-run the model (``"auto"``: see
-            :func:`camkit.engine.auto_batch_size`).
+        batch_size: inputs per forward for methods that re-run the model (``None``: 8 on a CPU,
+            32 on a GPU; ``"auto"``: see :func:`camkit.engine.auto_batch_size`).
         image_arg: which argument of a tuple/dict ``x`` is the image.
         progress: a progress line with rate and ETA for long perturbation runs (``None``: only
             for work that lasts a few seconds, see :class:`camkit.engine.Progress`).

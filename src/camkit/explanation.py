@@ -327,7 +327,7 @@ def explain(
     topk: int = 1,
     preprocess: Preprocess | None = None,
     categories: Sequence[str] | None = None,
-    batch_size: int | str = 32,
+    batch_size: int | str | None = None,
     image_arg: ImageArg = None,
     create_graph: bool = False,
     progress: bool | None = None,
@@ -361,8 +361,8 @@ def explain(
         topk: how many top classes to explain per sample when ``class_idx`` is ``None``.
         preprocess: how to turn PIL images into the input; default: the loaded model's, or ImageNet's.
         categories: class names by index, one per class of the model (default: the loaded model's).
-        batch_size: inputs per forward for methods that re-run the model (``"auto"``: see
-            :func:`camkit.engine.auto_batch_size`).
+        batch_size: inputs per forward for methods that re-run the model (``None``: 8 on a CPU,
+            32 on a GPU; ``"auto"``: see :func:`camkit.engine.auto_batch_size`).
         image_arg: which argument of a tuple/dict input is the image (see :class:`camkit.engine.ModelInput`).
         create_graph: return maps that stay in the autograd graph, to use in a training loss (see
             :meth:`camkit.CAMExtractor.__call__`); gradient and activation methods only. The

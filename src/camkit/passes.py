@@ -228,7 +228,7 @@ def run_methods(
     layer_of: Callable[[str], LayerSpec],
     choose: Callable[[Tensor], Tensor],
     *,
-    batch_size: int | str,
+    batch_size: int | str | None,
     size: Sequence[int] | None = None,
     create_graph: bool = False,
     switches: Mapping[str, Any] | None = None,
@@ -248,7 +248,7 @@ def run_methods(
         names: registry names (at least one).
         layer_of: method name → its target layer(s).
         choose: the probabilities ``(N, num_classes)`` → the classes to explain ``(N, K)``.
-        batch_size: inputs per forward for methods that re-run the model.
+        batch_size: inputs per forward for methods that re-run the model (``None``: the device default).
         size: resize the maps to this size (then min-max normalize again); ``None`` keeps the layer's.
         create_graph: maps that stay in the autograd graph (gradient and activation methods only).
         switches: engine switches for every extractor (``progress``, ``reforward``, ...).

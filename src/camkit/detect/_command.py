@@ -149,7 +149,7 @@ def _prepare(args: argparse.Namespace) -> _Plan:
     _check(args)
     names = _names(args.method)
     options = dict(args.option)
-    if "drise" in names:
+    if "drise" in names and args.batch_size is not None:  # else D-RISE's own rule: from memory
         options.setdefault("batch_size", args.batch_size)
     categories = None
     if args.labels is not None:

@@ -20,6 +20,7 @@ private modules behind this public surface:
 from camkit.engine._batching import CANDIDATES as CANDIDATES
 from camkit.engine._batching import CUDA_CANDIDATES as CUDA_CANDIDATES
 from camkit.engine._batching import auto_batch_size as auto_batch_size
+from camkit.engine._batching import default_batch_size as default_batch_size
 from camkit.engine._capture import Capture as Capture
 from camkit.engine._capture import Recorded as Recorded
 from camkit.engine._extractor import CAMExtractor as CAMExtractor
@@ -70,6 +71,7 @@ __all__ = [
     "auto_batch_size",
     "autocast_state",
     "candidate_layers",
+    "default_batch_size",
     "eval_mode",
     "first_convolution",
     "forward",

@@ -16,8 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.engine._batching import auto_batch_size
+from camkit.engine._batching import auto_batch_size, default_batch_size
 from camkit.engine._capture import Capture
+from camkit.engine._gate import reference_tensor
 from camkit.engine._inputs import ImageArg
 from camkit.engine._layers import LayerSpec, resolve_layers
 from camkit.engine._lifecycle import HookedExtractor
@@ -52,7 +53,8 @@ class CAMExtractor(HookedExtractor):
             ``None`` picks the last layer with a spatial output for a dummy ``(1, *input_shape)``.
         input_shape: input shape without the batch dim, for automatic layer choice.
         method: registry name (subclasses set it).
-        batch_size: inputs per forward for methods that re-run the model; ``"auto"``: the fastest
+        batch_size: inputs per forward for methods that re-run the model; ``None``: 8 if the model is
+            on a CPU, else 32 (:func:`camkit.engine.default_batch_size`); ``"auto"``: the fastest
             on a CPU (measured once per model, input shape and layer), the largest that fits half
             the free memory on a GPU (:func:`camkit.engine.auto_batch_size`).
         enable_hooks: start with the hooks recording.
@@ -94,7 +96,7 @@ class CAMExtractor(HookedExtractor):
         input_shape: Sequence[int] = (3, 224, 224),
         *,
         method: str | None = None,
-        batch_size: int | str = 32,
+        batch_size: int | str | None = None,
         enable_hooks: bool = True,
         capture: Capture | None = None,
         image_arg: ImageArg = None,
@@ -107,8 +109,13 @@ class CAMExtractor(HookedExtractor):
         name = method or self.method
         if not name:
             raise ValueError("pass method=<name>; see camkit.list_methods()")
+        if batch_size is None:
+            ref = reference_tensor(model)
+            batch_size = default_batch_size(None if ref is None else ref.device)
         if batch_size != "auto" and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive int or 'auto', got {batch_size!r}")
+            raise ValueError(
+                f"batch_size must be a positive int, 'auto' or None (8 on a CPU, 32 on a GPU), got {batch_size!r}"
+            )
         if reshape_transform is not None and not callable(reshape_transform):
             raise TypeError(f"reshape_transform must be callable or None, got {type(reshape_transform).__name__}")
         if reforward not in REFORWARD_MODES:

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from camkit.engine import default_batch_size
 from camkit.explanation import Explanation, open_image
 from camkit.models import LoadedModel
 from camkit.sanity._checks import (
@@ -66,7 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_THRESHOLD,
         help=f"a method passes when |similarity| < THRESHOLD by every measure (default: {DEFAULT_THRESHOLD})",
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="inputs per forward of perturbation methods")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="inputs per forward of perturbation methods (default: 8 on a CPU, 32 on a GPU)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.add_argument(
         "--out",
@@ -82,7 +88,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     Raises:
         ValueError: for a bad number or output folder.
     """
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     if not 0 < args.threshold <= 1:
         raise ValueError(f"--threshold must be in (0, 1], got {args.threshold}")
@@ -153,7 +159,7 @@ def sanity_command(args: argparse.Namespace, loaded: LoadedModel, files: Sequenc
         args.class_idx,
         mode=args.mode,
         threshold=args.threshold,
-        batch_size=args.batch_size,
+        batch_size=default_batch_size(x.device) if args.batch_size is None else args.batch_size,
         progress=False if args.quiet else None,
         **options,
     )
