@@ -236,11 +236,11 @@ def output_case(draw: st.DrawFn, door: str, name: str) -> Case:
 
 
 def batch_size_case(draw: st.DrawFn, door: str, name: str) -> Case:
-    """``batch_size``: positive ints (same maps) and everything else."""
+    """``batch_size``: positive ints (same maps), ``None`` (the native doors' device default) and everything else."""
     value = draw(st.one_of(st.integers(-2, 3), st.sampled_from([True, 1.5, "2", None])))
     model, x = small_cnn(), _input(draw)
     run = lambda: maps(door, name, model, x, batch_size=value)  # noqa: E731
-    if type(value) is int and value >= 1:
+    if (type(value) is int and value >= 1) or (value is None and door != "gradcam"):
         return Case(f"{door} {name} batch_size={value}", run, model, lambda: maps(door, name, model, x), atol=1e-5)
     return Case(f"{door} {name} batch_size={value!r}", run, model, error="batch_size")
 

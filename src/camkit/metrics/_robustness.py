@@ -290,8 +290,8 @@ def local_lipschitz_estimate(
     Example:
         >>> from torch import nn
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
-        >>> explain = lambda x, classes: 3 * x[:, 0]  # a 3-Lipschitz map
-        >>> round(local_lipschitz_estimate(model, torch.rand(1, 1, 4, 4), explain, 0, nr_samples=4).mean, 6)
+        >>> explain = lambda x, classes: 3 * x[:, 0]  # a 3-Lipschitz map (float32: 3 within ~1e-6)
+        >>> round(local_lipschitz_estimate(model, torch.rand(1, 1, 4, 4), explain, 0, nr_samples=4).mean, 4)
         3.0
     """
     inputs = check_inputs(inputs)
