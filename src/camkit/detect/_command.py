@@ -40,8 +40,10 @@ from PIL import Image
 from torch import nn
 
 from camkit.detect._adapters import adapter_for
-from camkit.detect._explain import DETECTION_METHODS, DetectionExplanation, detection_methods, explain_detections
+from camkit.detect._explain import explain_detections
 from camkit.detect._load import FAMILIES, load_detector
+from camkit.detect._registry import DETECTION_METHODS, detection_methods
+from camkit.detect._result import DetectionExplanation
 from camkit.detect._types import Detections
 from camkit.engine import output_shapes, reference_tensor
 from camkit.registry import get_method

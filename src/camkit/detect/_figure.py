@@ -8,7 +8,7 @@ headers, rotated row titles, square cells) is :func:`camkit.viz.grid.cell_grid`,
 Example:
     >>> import torch
     >>> from camkit.detect import Detections
-    >>> from camkit.detect._explain import DetectionExplanation
+    >>> from camkit.detect._result import DetectionExplanation
     >>> found = Detections(torch.tensor([[2.0, 2.0, 20.0, 20.0]]), torch.tensor([1]), torch.tensor([0.9]))
     >>> result = DetectionExplanation([torch.rand(3, 32, 32)], [found], {"gradcam": [torch.rand(1, 32, 32)]})
     >>> figure = box_grid(result, 0, cell_size=64)  # one row, 2 columns of 64 px, headers and a row title
@@ -27,7 +27,7 @@ from camkit.viz import cell_grid, overlay_mask
 from camkit.viz.grid import check_size
 
 if TYPE_CHECKING:
-    from camkit.detect._explain import DetectionExplanation
+    from camkit.detect._result import DetectionExplanation
 
 __all__ = ["box_grid"]
 
