@@ -286,3 +286,31 @@ def test_explain_skips_an_unreadable_image_with_exit_code_1(
     assert "broken.png" in captured.err
     assert "1 of 2 images were skipped" in captured.err
     assert (out / "detections.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--alpha", "2"], "--alpha must be in"),
+        (["--colormap", "nope"], "nope"),
+        (["--batch-size", "0"], "--batch-size"),
+    ],
+)
+def test_explain_checks_numbers_before_loading_the_detector(
+    tmp_path: Path,
+    photo: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    import camkit.detect._command as command
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the detector was loaded before the arguments were checked")
+
+    monkeypatch.setattr(command, "load_detector", refuse)
+    code = main(["explain", str(photo), "--task", "detect", "--model", DETECTOR, "--out", str(tmp_path / "o"), *extra])
+    assert code == 1  # camkit's user errors: one line, exit code 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -683,6 +683,14 @@ def _explain(args: argparse.Namespace) -> int:
     return _skipped_summary(failures, len(plan.inputs), f"the other {done} were written to {args.out}/")
 
 
+def _explain_detections(args: argparse.Namespace) -> int:
+    """``camkit explain --task detect``: the numbers, colormap and output folder checked before the detector loads."""
+    _check_numbers(args)
+    check_colormap(args.colormap)
+    check_out(args.out, file=False, name="--out")
+    return detect_command(args, _collect(args.images, args.out))
+
+
 def _report(args: argparse.Namespace) -> int:
     from camkit.viz.report import ReportRow, write_report
 
@@ -817,7 +825,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "layers":
             return _layers(args)
         if args.command == "explain":
-            return detect_command(args, _collect(args.images, args.out)) if args.task == "detect" else _explain(args)
+            return _explain_detections(args) if args.task == "detect" else _explain(args)
         if args.command == "run":
             return run_command(args)
         if args.command == "export":
