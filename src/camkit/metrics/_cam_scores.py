@@ -19,7 +19,14 @@ import torch
 from torch import Tensor, nn
 
 from camkit.engine import eval_mode
-from camkit.metrics._common import MapsLike, MetricResult, check_inputs, make_result, positive_int, prepare_maps
+from camkit.metrics._common import (
+    MapsLike,
+    MetricResult,
+    batch_of,
+    check_inputs,
+    make_result,
+    prepare_maps,
+)
 from camkit.metrics._complexity import l1_complexity
 from camkit.metrics._confidence import confidence_change
 from camkit.metrics._road import road_combined
@@ -42,7 +49,7 @@ def average_gain(
     maps: MapsLike,
     targets: ClassesLike = None,
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> MetricResult:
     r"""Average gain: the relative rise of the score when the input is multiplied by its map (higher is better).
 
@@ -58,7 +65,7 @@ def average_gain(
         inputs: ``(N, C, *S)`` model inputs.
         maps: one map per sample, usually in [0, 1].
         targets: class indices (``None``: predicted); the score is their softmax probability.
-        batch_size: inputs per forward.
+        batch_size: inputs per forward (``None``: 8 on a CPU, 32 on a GPU).
 
     Returns:
         Per-sample gains and their mean.
@@ -115,7 +122,7 @@ def coherency(
     explain: ExplainLike,
     targets: ClassesLike = None,
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> MetricResult:
     r"""Coherency: does the map stay the same when only what it shows is kept? (higher is better).
 
@@ -133,7 +140,7 @@ def coherency(
         maps: :math:`L`, one map per sample in [0, 1] (the explanation of ``inputs``).
         explain: a camkit extractor or ``explain(inputs, classes) -> maps``: the same method.
         targets: class indices (``None``: predicted).
-        batch_size: inputs explained at once.
+        batch_size: inputs explained at once (``None``: 8 on a CPU, 32 on a GPU).
 
     Returns:
         Per-sample coherencies and their mean.
@@ -147,7 +154,7 @@ def coherency(
         0.9979
     """
     image = check_inputs(inputs)
-    batch_size = positive_int(batch_size, "batch_size")
+    batch_size = batch_of(batch_size, image.device)
     cams = prepare_maps(maps, image.shape[0], image.shape[2:], image.device)
     classes = explained_classes(model, image, targets)
     return make_result(_coherency(model, image, cams, explain, classes, batch_size))
@@ -160,7 +167,7 @@ def adcc(
     explain: ExplainLike,
     targets: ClassesLike = None,
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> MetricResult:
     r"""ADCC: the harmonic mean of coherency, 1 - complexity and 1 - average drop (higher is better).
 
@@ -179,13 +186,13 @@ def adcc(
         maps: one map per sample in [0, 1].
         explain: the method that produced ``maps`` (extractor or callable).
         targets: class indices (``None``: predicted).
-        batch_size: inputs per forward and per explanation.
+        batch_size: inputs per forward and per explanation (``None``: 8 on a CPU, 32 on a GPU).
 
     Returns:
         Per-sample ADCC and its mean.
     """
     image = check_inputs(inputs)
-    batch_size = positive_int(batch_size, "batch_size")
+    batch_size = batch_of(batch_size, image.device)
     cams = prepare_maps(maps, image.shape[0], image.shape[2:], image.device)
     classes = explained_classes(model, image, targets)
     coherent = _coherency(model, image, cams, explain, classes, batch_size)
@@ -208,7 +215,7 @@ def arcc(
     noise: float = 0.01,
     generator: torch.Generator | None = None,
     logits: bool = False,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> MetricResult:
     r"""ARCC (pytorch-grad-cam): harmonic mean of coherency, 1 - complexity and scaled ROAD (higher is better).
 
@@ -234,13 +241,13 @@ def arcc(
         generator: random generator for the noise.
         logits: score ROAD on raw logits (pytorch-grad-cam's ``ClassifierOutputTarget``) instead of
             probabilities.
-        batch_size: inputs per forward and per explanation.
+        batch_size: inputs per forward and per explanation (``None``: 8 on a CPU, 32 on a GPU).
 
     Returns:
         Per-sample ARCC and its mean.
     """
     image = check_inputs(inputs)
-    batch_size = positive_int(batch_size, "batch_size")
+    batch_size = batch_of(batch_size, image.device)
     cams = prepare_maps(maps, image.shape[0], image.shape[2:], image.device)
     classes = explained_classes(model, image, targets)
     coherent = _coherency(model, image, cams, explain, classes, batch_size, eps=1e-8)

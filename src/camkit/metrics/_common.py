@@ -81,6 +81,15 @@ def nanmean(values: Tensor) -> float:
     return float(torch.nanmean(values.double())) if values.numel() else float("nan")
 
 
+def batch_of(value: Any, device: torch.device) -> int:
+    """``batch_size`` checked (an int >= 1), or the device's default for ``None``: 8 on a CPU, 32 on a GPU."""
+    if value is None:
+        from camkit.engine import default_batch_size
+
+        return default_batch_size(device)
+    return positive_int(value, "batch_size")
+
+
 def positive_int(value: Any, name: str) -> int:
     """Check that ``value`` is an int >= 1 and return it."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

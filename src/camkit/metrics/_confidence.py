@@ -33,11 +33,11 @@ from camkit.metrics._common import (
     MapsLike,
     MetricResult,
     TargetLike,
+    batch_of,
     check_inputs,
     clean_scores,
     forward_scores,
     make_result,
-    positive_int,
     prepare_maps,
     split_inputs,
     valid_rows,
@@ -119,7 +119,7 @@ def confidence_change(
     maps: MapsLike,
     targets: TargetLike = None,
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     image_arg: ImageArg = None,
 ) -> ConfidenceChange:
     r"""Score change when each input is multiplied by its map: change, drop and increase per sample.
@@ -133,7 +133,7 @@ def confidence_change(
         maps: one map per sample (any method's output, resized to ``S``), usually in ``[0, 1]``.
         targets: a target object, a class index or one per sample (its softmax probability), or
             ``None`` for the predicted class's probability.
-        batch_size: inputs per forward.
+        batch_size: inputs per forward (``None``: 8 on a CPU, 32 on a GPU).
         image_arg: which argument of a tuple/dict ``inputs`` is the image.
 
     Returns:
@@ -153,7 +153,7 @@ def confidence_change(
         (0.0, 0.0)
     """
     inputs, call = split_inputs(inputs, image_arg)
-    batch_size = positive_int(batch_size, "batch_size")
+    batch_size = batch_of(batch_size, inputs.device)
     cams = prepare_maps(maps, inputs.shape[0], inputs.shape[2:], inputs.device)
     valid = valid_rows(cams)
     cams = torch.where(valid.view(-1, *[1] * (cams.ndim - 1)), cams, torch.zeros_like(cams))
@@ -169,7 +169,7 @@ def average_drop(
     maps: MapsLike,
     targets: TargetLike = None,
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     image_arg: ImageArg = None,
 ) -> MetricResult:
     r"""Average drop :math:`\frac1N \sum_i \max(0, Y_i - O_i) / Y_i` (a fraction; lower is better).
@@ -181,7 +181,7 @@ def average_drop(
         inputs: ``(N, C, *S)`` model inputs.
         maps: one map per sample.
         targets: as for :func:`confidence_change`; the scores must be positive.
-        batch_size: inputs per forward.
+        batch_size: inputs per forward (``None``: 8 on a CPU, 32 on a GPU).
         image_arg: as for :func:`confidence_change`.
 
     Returns:
@@ -207,7 +207,7 @@ def increase_in_confidence(
     maps: MapsLike,
     targets: TargetLike = None,
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     image_arg: ImageArg = None,
 ) -> MetricResult:
     r"""Increase in confidence :math:`\frac1N \sum_i \mathbb{1}[Y_i < O_i]` (a fraction; higher is better).
@@ -219,7 +219,7 @@ def increase_in_confidence(
         inputs: ``(N, C, *S)`` model inputs.
         maps: one map per sample.
         targets: as for :func:`confidence_change`.
-        batch_size: inputs per forward.
+        batch_size: inputs per forward (``None``: 8 on a CPU, 32 on a GPU).
         image_arg: as for :func:`confidence_change`.
 
     Returns:

@@ -19,6 +19,7 @@ from camkit.engine import ImageArg, ModelInput
 from camkit.metrics._common import (
     InputsLike,
     MapsLike,
+    batch_of,
     forward_scores,
     positive_int,
     prepare_maps,
@@ -39,7 +40,7 @@ def setup(
     """The checked image, its call, the maps resized to it (finite, else ``ValueError``) and ``batch_size``."""
     image, call = split_inputs(inputs, image_arg)
     cams = prepare_maps(maps, image.shape[0], image.shape[2:], image.device)
-    return image, call, cams, positive_int(batch_size, "batch_size")
+    return image, call, cams, batch_of(batch_size, image.device)
 
 
 def fill(value: Fill, inputs: Tensor, generator: torch.Generator | None = None, name: str = "baseline") -> Tensor:

@@ -44,12 +44,12 @@ from camkit.metrics._common import (
     MapsLike,
     MetricResult,
     TargetLike,
+    batch_of,
     check_inputs,
     clean_scores,
     forward_scores,
     make_result,
     nanmean,
-    positive_int,
     prepare_maps,
     split_inputs,
     valid_rows,
@@ -192,7 +192,7 @@ def _road_scores(
     orders: Sequence[str],
     noise: float,
     generator: torch.Generator | None,
-    batch_size: int,
+    batch_size: int | None,
     keep_images: bool = False,
     image_arg: ImageArg = None,
     progress: bool | None = None,
@@ -201,7 +201,7 @@ def _road_scores(
     inputs, call = split_inputs(inputs, image_arg)
     if inputs.ndim != 4:
         raise ValueError(f"ROAD works on 2-D images: inputs must be (N, C, H, W), got {tuple(inputs.shape)}")
-    batch_size = positive_int(batch_size, "batch_size")
+    batch_size = batch_of(batch_size, inputs.device)
     if inputs.shape[2] * inputs.shape[3] < 2:
         raise ValueError(f"ROAD needs images of at least 2 pixels, got {tuple(inputs.shape[2:])}")
     n = inputs.shape[0]
@@ -254,7 +254,7 @@ def road(
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     noise: float = 0.01,
     generator: torch.Generator | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     image_arg: ImageArg = None,
     progress: bool | None = None,
 ) -> CurveResult:
@@ -274,7 +274,7 @@ def road(
         percentiles: percent of pixels removed, each in ``(0, 100)``.
         noise: standard deviation of the imputation noise.
         generator: random generator for the noise.
-        batch_size: imputed inputs per forward.
+        batch_size: imputed inputs per forward (``None``: 8 on a CPU, 32 on a GPU).
         image_arg: for tuple/dict ``inputs`` (a model with several inputs), which argument is the
             image; only the image is imputed (see :class:`camkit.engine.ModelInput`).
         progress: a progress line (rate, ETA) counting the imputed inputs scored: ``True``
@@ -327,7 +327,7 @@ def road_combined(
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     noise: float = 0.01,
     generator: torch.Generator | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     image_arg: ImageArg = None,
     progress: bool | None = None,
 ) -> CurveResult:
@@ -344,7 +344,7 @@ def road_combined(
         percentiles: percent of pixels removed, each in ``(0, 100)``.
         noise: standard deviation of the imputation noise.
         generator: random generator for the noise.
-        batch_size: imputed inputs per forward.
+        batch_size: imputed inputs per forward (``None``: 8 on a CPU, 32 on a GPU).
         image_arg: for tuple/dict ``inputs`` (a model with several inputs), which argument is the
             image; only the image is imputed (see :class:`camkit.engine.ModelInput`).
         progress: a progress line (rate, ETA) counting the imputed inputs scored: ``True``
@@ -396,7 +396,7 @@ def road_at(
     return_diff: bool,
     noise: float,
     generator: torch.Generator | None,
-    batch_size: int,
+    batch_size: int | None,
     progress: bool | None = None,
 ) -> MetricResult | tuple[MetricResult, Tensor]:
     """ROAD at one percentile of *kept* pixels (pytorch-grad-cam's convention) in one order.
@@ -412,7 +412,7 @@ def road_at(
         return_diff: the score change instead of the imputed score.
         noise: imputation noise.
         generator: its random generator.
-        batch_size: images per forward.
+        batch_size: images per forward (``None``: 8 on a CPU, 32 on a GPU).
         progress: a progress line (see :func:`road`).
 
     Returns:

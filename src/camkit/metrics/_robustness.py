@@ -22,7 +22,15 @@ import torch
 from torch import Tensor, nn
 
 from camkit.engine import CAMExtractor, eval_mode
-from camkit.metrics._common import MapsLike, MetricResult, check_inputs, make_result, positive_int, prepare_maps
+from camkit.metrics._common import (
+    MapsLike,
+    MetricResult,
+    batch_of,
+    check_inputs,
+    make_result,
+    positive_int,
+    prepare_maps,
+)
 
 __all__ = [
     "ExplainLike",
@@ -90,11 +98,11 @@ def _perturbed_maps(
     maps: MapsLike | None,
     targets: int | Sequence[int] | Tensor | None,
     noise: Tensor,
-    batch_size: int,
+    batch_size: int | None,
 ) -> tuple[Tensor, Tensor]:
     """The clean maps ``(N, *S)`` and those of ``inputs + noise`` ``(N, M, *S)``."""
     n, draws = inputs.shape[0], noise.shape[1]
-    batch_size = positive_int(batch_size, "batch_size")
+    batch_size = batch_of(batch_size, inputs.device)
     classes = explained_classes(model, inputs, targets)
     with eval_mode(model):
         clean = explain_maps(explain, inputs, classes) if maps is None else None
@@ -135,7 +143,7 @@ def _sensitivities(
     normalise: bool,
     noise: Tensor | None,
     generator: torch.Generator | None,
-    batch_size: int,
+    batch_size: int | None,
 ) -> Tensor:
     inputs = check_inputs(inputs)
     if not radius > 0:
@@ -160,7 +168,7 @@ def max_sensitivity(
     normalise: bool = False,
     noise: Tensor | None = None,
     generator: torch.Generator | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> MetricResult:
     r"""Max-sensitivity: the largest change of the map within an :math:`L_\infty` ball around the input (lower better).
 
@@ -182,7 +190,7 @@ def max_sensitivity(
         normalise: divide by :math:`\|\Phi(f, x)\|_2`, as Quantus does (not in the paper).
         noise: ``(N, M, C, *S)`` explicit :math:`\delta` instead of random draws.
         generator: random generator for the draws.
-        batch_size: perturbed inputs explained at once.
+        batch_size: perturbed inputs explained at once (``None``: 8 on a CPU, 32 on a GPU).
 
     Returns:
         Per-sample sensitivities and their mean.
@@ -212,7 +220,7 @@ def avg_sensitivity(
     normalise: bool = False,
     noise: Tensor | None = None,
     generator: torch.Generator | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> MetricResult:
     r"""Average sensitivity: the expected change of the map within an :math:`L_\infty` ball (lower is better).
 
@@ -231,7 +239,7 @@ def avg_sensitivity(
         normalise: divide by :math:`\|\Phi(f, x)\|_2` (Quantus).
         noise: explicit ``(N, M, C, *S)`` :math:`\delta`.
         generator: random generator for the draws.
-        batch_size: perturbed inputs explained at once.
+        batch_size: perturbed inputs explained at once (``None``: 8 on a CPU, 32 on a GPU).
 
     Returns:
         Per-sample mean sensitivities and their mean.
@@ -261,7 +269,7 @@ def local_lipschitz_estimate(
     std: float = 0.1,
     noise: Tensor | None = None,
     generator: torch.Generator | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = None,
 ) -> MetricResult:
     r"""Local Lipschitz estimate: the largest ratio of map change to input change near the input (lower is better).
 
@@ -282,7 +290,7 @@ def local_lipschitz_estimate(
         std: :math:`\sigma` of the Gaussian neighbourhood (Quantus's default, 0.1).
         noise: explicit ``(N, M, C, *S)`` :math:`\delta`.
         generator: random generator for the draws.
-        batch_size: perturbed inputs explained at once.
+        batch_size: perturbed inputs explained at once (``None``: 8 on a CPU, 32 on a GPU).
 
     Returns:
         Per-sample estimates and their mean.
