@@ -45,9 +45,9 @@ GIVE_UP_RATIO = 1.5
 
 _CACHE: dict[Hashable, int] = {}
 
-#: Perturbed inputs per forward when none is given, on a CPU. On 2 cores (RISE, 224 px; figures in
-#: docs/performance.md) batch 8 was the fastest of 1/4/8/32 on ResNet-50 and MobileNetV3 and
-#: 1.45x batch 4's time on EfficientNet-Lite0, while 32 was 1.3-2.4x slower than the best on all three.
+#: Perturbed inputs per forward when none is given, on a CPU. On 2 cores (224 px; figures in
+#: docs/performance.md) batch 8 was the fastest of 1/4/8/32 on ResNet-50 and MobileNetV3, within 10 %
+#: of batch 4 on EfficientNet-Lite0, while 32 was 1.3-2x slower than the best on all three.
 CPU_BATCH_SIZE = 8
 #: ... and on an accelerator (CUDA, MPS), where larger batches keep paying.
 DEVICE_BATCH_SIZE = 32
