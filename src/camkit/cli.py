@@ -688,7 +688,9 @@ def _explain_detections(args: argparse.Namespace) -> int:
     _check_numbers(args)
     check_colormap(args.colormap)
     check_out(args.out, file=False, name="--out")
-    return detect_command(args, _collect(args.images, args.out))
+    inputs = _collect(args.images, args.out)
+    failures, written = detect_command(args, inputs)
+    return _skipped_summary(failures, len(inputs), written)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -698,7 +700,9 @@ def _report(args: argparse.Namespace) -> int:
         _check_numbers(args)
         check_colormap(args.colormap)
         check_out(args.out, file=True, name="--out")
-        return report_command(args, _collect(args.images))
+        inputs = _collect(args.images)
+        skipped, written = report_command(args, inputs)
+        return _skipped_summary(skipped, len(inputs), written)
     if args.metrics_steps is None:
         args.metrics_steps = METRICS_STEPS
     plan = _prepare(args, "fast", out_file=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,7 +198,7 @@ def _weights(args: argparse.Namespace) -> str:
     return "" if args.checkpoint is not None else " (random weights: pass --checkpoint FILE for yours)"
 
 
-def detect_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
+def detect_command(args: argparse.Namespace, inputs: Sequence[Any]) -> tuple[list[tuple[Any, str]], str]:
     """Run ``camkit explain --task detect``.
 
     Args:
@@ -207,7 +206,8 @@ def detect_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
         inputs: the images, each with ``path`` and ``base`` (its collision-free output name).
 
     Returns:
-        The exit code: 0, or 1 when an image could not be read (listed on stderr, the others written).
+        The inputs that could not be read with why, and where the others went: the command line
+        lists the first on stderr and exits with 1 when there are any, as for classifiers.
 
     Raises:
         ValueError: for arguments that do not fit a detector, or when no image could be explained.
@@ -219,10 +219,10 @@ def detect_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
     table: list[dict[str, Any]] = []
     written = 0
     grids = 0
-    failures: list[str] = []
+    failures: list[tuple[Any, str]] = []
     for item, result in _explained(args, plan, inputs):
         if isinstance(result, str):
-            failures.append(f"{item.path}: {result}")
+            failures.append((item, result))
             table.append({"image": str(item.path), "error": result})
             continue
         found = result.detections[0]
@@ -255,7 +255,7 @@ def detect_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
         )
         print(f"{item.path}: {_found(result)}")
     if len(failures) == len(inputs):
-        raise ValueError(f"no image could be read: {failures[0]}")
+        raise ValueError(f"no image could be read: {failures[0][0].path}: {failures[0][1]}")
     about = {"model": args.model, "methods": names, "score_threshold": args.score_threshold, "images": table}
     (out / "detections.json").write_text(json.dumps(about, indent=2))
     print(
@@ -263,7 +263,7 @@ def detect_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
         f"and detections.json to {out}/ "
         f"[model {args.model}{_weights(args)}]"
     )
-    return _skipped(failures, len(inputs), f"the other {len(inputs) - len(failures)} were written to {out}/")
+    return failures, f"the other {len(inputs) - len(failures)} were written to {out}/"
 
 
 #: the longest side of a report row's image: boxes and captions are drawn at this size, so the page shows them sharp
@@ -299,7 +299,7 @@ def _report_rows(key: str, result: DetectionExplanation) -> list[Any]:
     ]
 
 
-def report_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
+def report_command(args: argparse.Namespace, inputs: Sequence[Any]) -> tuple[list[tuple[Any, str]], str]:
     """Run ``camkit report --task detect``: the HTML report with one row per explained box.
 
     Each row is titled ``<image>: box <k> · <label> <score>`` (``k`` as in the ``_box<k>.png`` files
@@ -314,7 +314,8 @@ def report_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
         inputs: the images, each with ``path`` and ``key`` (its name in the report).
 
     Returns:
-        The exit code: 0, or 1 when an image could not be read (the others are in the report).
+        The inputs that could not be read with why, and where the others went (as
+        :func:`detect_command`).
 
     Raises:
         ValueError: for arguments that do not fit a detector, or when no image could be explained.
@@ -333,17 +334,17 @@ def report_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
         )
     plan = _prepare(args)
     rows: list[Any] = []
-    failures: list[str] = []
+    failures: list[tuple[Any, str]] = []
     boxes = 0
     for item, result in _explained(args, plan, inputs):
         if isinstance(result, str):
-            failures.append(f"{item.path}: {result}")
+            failures.append((item, result))
             continue
         rows += _report_rows(item.key, result)
         boxes += len(result.detections[0])
         print(f"{item.key}: {_found(result)}")
     if not rows:
-        raise ValueError(f"no image could be read: {failures[0]}")
+        raise ValueError(f"no image could be read: {failures[0][0].path}: {failures[0][1]}")
     subtitle = (
         f"model {args.model}{_weights(args)}; the detections scoring above {args.score_threshold:g} "
         f"(at most {args.max_boxes} per image), one row per box"
@@ -362,21 +363,7 @@ def report_command(args: argparse.Namespace, inputs: Sequence[Any]) -> int:
         f"wrote {path} ({images} image(s), {boxes} box(es) x {len(plan.names)} method(s))"
         f" [model {args.model}{_weights(args)}]"
     )
-    return _skipped(failures, len(inputs), f"the other {images} are in {path}")
-
-
-def _skipped(failures: Sequence[str], total: int, written: str) -> int:
-    """List the skipped images on stderr with a last error line (as for classifiers); the exit code."""
-    for failure in failures:
-        print(f"camkit: skipped {failure}", file=sys.stderr)
-    if not failures:
-        return 0
-    print(
-        f"camkit: error: {len(failures)} of {total} images were skipped (listed above); {written}: "
-        "fix or remove the files listed and run again",
-        file=sys.stderr,
-    )
-    return 1
+    return failures, f"the other {images} are in {path}"
 
 
 def is_detector(spec: str) -> bool:
