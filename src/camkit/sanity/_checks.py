@@ -223,7 +223,7 @@ class _Setup:
     methods: list[_Method]
     layer_of: Callable[[str], LayerSpec]
     options: dict[str, Any]
-    batch_size: int | str
+    batch_size: int | str | None
 
 
 def _setup(
@@ -231,7 +231,7 @@ def _setup(
     x: Tensor,
     method: str | Explainer | Sequence[str | Explainer],
     target_layer: LayerSpec,
-    batch_size: int | str,
+    batch_size: int | str | None,
     options: dict[str, Any],
 ) -> _Setup:
     net = model.model if isinstance(model, LoadedModel) else model
@@ -427,7 +427,7 @@ def model_randomization(
     layers: Sequence[str] | int | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     generator: torch.Generator | None = None,
-    batch_size: int | str = 32,
+    batch_size: int | str | None = None,
     progress: bool | None = None,
     keep_maps: bool = True,
     **options: Any,
@@ -466,7 +466,7 @@ def model_randomization(
             a ResNet).
         threshold: the pass threshold (see :attr:`ModelRandomization.passed`).
         generator: the random draws (default: seeded with 0, so the check is repeatable).
-        batch_size: inputs per forward for methods that re-run the model.
+        batch_size: inputs per forward for methods that re-run the model (``None``: 8 on a CPU, 32 on a GPU).
         progress: a progress line over the steps (default: for long runs on a terminal).
         keep_maps: keep every step's maps (for :meth:`ModelRandomization.figure`); ``False`` keeps
             only the trained model's (the similarities are computed step by step either way).
@@ -596,7 +596,7 @@ def random_logit(
     similarity: str | Sequence[str] = ("spearman", "ssim", "hog_pearson"),
     threshold: float = DEFAULT_THRESHOLD,
     generator: torch.Generator | None = None,
-    batch_size: int | str = 32,
+    batch_size: int | str | None = None,
     **options: Any,
 ) -> RandomLogit:
     """The random-logit test (Sixt et al., When Explanations Lie, ICML 2020): does the map depend on the class?
@@ -615,7 +615,7 @@ def random_logit(
         similarity: the measures.
         threshold: the pass threshold (see :attr:`RandomLogit.passed`).
         generator: draws the other classes (default: seeded with 0).
-        batch_size: inputs per forward for methods that re-run the model.
+        batch_size: inputs per forward for methods that re-run the model (``None``: 8 on a CPU, 32 on a GPU).
         **options: method options.
 
     Returns:

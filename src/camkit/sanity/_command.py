@@ -13,7 +13,6 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from camkit.engine import default_batch_size
 from camkit.explanation import Explanation, open_image
 from camkit.models import LoadedModel
 from camkit.sanity._checks import (
@@ -159,7 +158,7 @@ def sanity_command(args: argparse.Namespace, loaded: LoadedModel, files: Sequenc
         args.class_idx,
         mode=args.mode,
         threshold=args.threshold,
-        batch_size=default_batch_size(x.device) if args.batch_size is None else args.batch_size,
+        batch_size=args.batch_size,
         progress=False if args.quiet else None,
         **options,
     )
