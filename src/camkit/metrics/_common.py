@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from camkit import ops
-from camkit.engine import ImageArg, ModelInput, paused, perturbed_forward
+from camkit.engine import ImageArg, ModelInput, default_batch_size, paused, perturbed_forward
 from camkit.targets import ClassProbabilityTarget, RowwiseTarget, logits_of, select_rows
 
 __all__ = [
@@ -84,8 +84,6 @@ def nanmean(values: Tensor) -> float:
 def batch_of(value: Any, device: torch.device) -> int:
     """``batch_size`` checked (an int >= 1), or the device's default for ``None``: 8 on a CPU, 32 on a GPU."""
     if value is None:
-        from camkit.engine import default_batch_size
-
         return default_batch_size(device)
     return positive_int(value, "batch_size")
 
